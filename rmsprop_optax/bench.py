@@ -5,20 +5,32 @@ Everything is measured in one process so the ratios compare like with like:
 * step time: median seconds of one jitted ``update`` + ``apply_updates`` with
   params and state donated, for this library, ``optax.rmsprop`` with the same
   settings and ``torch.optim.RMSprop(foreach=True)`` when torch is installed.
-  Ours and optax's steps are interleaved (ABAB..., alternating who goes first)
-  so machine drift cancels in the per-pair ratio ``ours / other`` (<= 1: ours
-  is as fast or faster);
+  Ours and optax's steps are interleaved (the order rotates every sample) so
+  machine drift cancels in the per-sample ratio ``ours / other`` (<= 1: ours
+  is as fast or faster); the median and quartiles of that ratio are reported;
+* A/A control: a second, separately compiled ``optax.rmsprop`` timed in the
+  same rotation. Its ratio to the first is the noise band: two identical
+  programs differ by that much on this machine;
 * bandwidth floor: the bytes the step must move (read params, grads and
   state, write params and state) over the bandwidth of a jitted ``a + b`` on
   float32 arrays the size of the largest tree (a stream "add": 2 reads, 1
   write, output donated), re-probed between the timed samples of each row;
+  a copy probe (``a + 1``: 1 read, 1 write) is reported beside it;
+* XLA traffic and kernels: the bytes the compiled step reads and writes by
+  XLA's own cost model (``compiled.cost_analysis()``) and the number of
+  kernels in its optimized entry computation. Without multi-output fusion
+  (XLA:CPU) each output array is its own kernel that rereads its inputs, so
+  this traffic, not the floor above, is what the compiled program can reach;
 * compile time against leaf count: ``jit(step).trace``, ``.lower`` and
   ``.compile`` timed separately on a tree of ``n`` 64x64 float32 leaves, with
-  JAX's caches cleared before each measurement;
+  JAX's caches cleared before each measurement; beside it the "least" program
+  with the same inputs and outputs (one trivial kernel per output array),
+  the least any step that keeps per-leaf state can compile to;
 * peak memory: ``compiled.memory_analysis()`` (arguments + outputs - aliased +
   temporaries) against params + grads + state.
 
-``--quick`` shrinks everything for CI; ``--json PATH`` writes the results.
+``--quick`` shrinks everything for CI; ``--json PATH`` writes the results;
+``--one-leaf-elements N`` sets the size of the one-leaf tree (1e9 on a GPU).
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import datetime
 import gc
 import json
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -83,6 +96,14 @@ CONFIGS: dict[str, tuple[Callable[[], Any], Callable[[], Any], dict[str, Any] | 
 def one_leaf_tree(quick: bool) -> dict[str, tuple[int, ...]]:
   """One flat float32 leaf: 16M elements (quick: 256K)."""
   return {'w': ((1 << 18) if quick else (1 << 24),)}
+
+
+def _tree_shapes(
+  tree: str, quick: bool, one_leaf_elements: int | None
+) -> dict[str, tuple[int, ...]]:
+  if tree == 'one_leaf' and one_leaf_elements is not None:
+    return {'w': (one_leaf_elements,)}
+  return TREES[tree](quick)
 
 
 def transformer_tree(quick: bool) -> dict[str, tuple[int, ...]]:
@@ -167,6 +188,8 @@ class _JaxRunner:
     # Run the AOT-compiled step itself: calling the jit would compile it again.
     compiled = self.step.lower(self.params, self.state, grads).compile()
     self.memory = _memory(compiled)
+    self.xla_bytes = _xla_bytes_accessed(compiled)
+    self.kernels = _kernel_count(compiled)
     self.step = compiled
     self.run(1)  # warm up
 
@@ -224,6 +247,45 @@ def _memory(compiled: Any) -> dict[str, Any] | None:
   }
 
 
+def _xla_bytes_accessed(compiled: Any) -> int | None:
+  """Bytes the compiled program reads and writes, by XLA's own cost model."""
+  try:
+    ca = compiled.cost_analysis()
+  except Exception:  # noqa: BLE001 - some backends do not implement it
+    return None
+  if isinstance(ca, list):
+    ca = ca[0] if ca else None
+  if not ca or 'bytes accessed' not in ca:
+    return None
+  return int(ca['bytes accessed'])
+
+
+# Entry-computation instructions that launch no kernel of their own.
+_NOT_KERNELS = frozenset(
+  {'parameter', 'tuple', 'get-tuple-element', 'bitcast', 'constant', 'opt-barrier'}
+)
+
+
+def _kernel_count(compiled: Any) -> int | None:
+  """Instructions of the optimized entry computation that run as kernels (fusions, copies...)."""
+  try:
+    text = compiled.as_text()
+  except Exception:  # noqa: BLE001
+    return None
+  if not text or 'ENTRY' not in text:
+    return None
+  entry = text[text.index('ENTRY') :]
+  entry = entry[entry.index('{') + 1 : entry.index('\n}')]
+  count = 0
+  for line in entry.splitlines():
+    # "%name = f32[...]{0} fusion(%a, %b), kind=kLoop, ..." -> "fusion"
+    rhs = line.split(' = ', 1)[1] if ' = ' in line else ''
+    op = re.search(r'(?:^|\s)([a-z][\w\-]*)\(', rhs)
+    if op and op.group(1) not in _NOT_KERNELS:
+      count += 1
+  return count
+
+
 def _iters_for(seconds_per_step: float, target: float) -> int:
   return max(1, min(1000, int(target / max(seconds_per_step, 1e-7))))
 
@@ -245,45 +307,78 @@ class _Probe:
 
 
 def bandwidth_probe(n_elements: int, repeats: int) -> dict[str, Any]:
-  """GB/s of a jitted float32 ``a + b`` (2 reads, 1 write; ``a`` donated)."""
+  """GB/s of a jitted float32 ``a + b`` (2 reads, 1 write; ``a`` donated).
+
+  Also the copy bandwidth: a jitted ``a + 1`` (1 read, 1 write; ``a`` donated).
+  """
   probe = _Probe(n_elements)
   times = [probe.bytes / probe.gb_per_s() / 1e9 for _ in range(repeats)]
   seconds = statistics.median(times)
   moved = 3 * 4 * n_elements
+  bump = jax.jit(lambda a: a + 1.0, donate_argnums=0)
+  a = bump(jnp.ones((n_elements,), jnp.float32)).block_until_ready()
+  copy_times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    a = bump(a).block_until_ready()
+    copy_times.append(time.perf_counter() - t0)
+  del a
   return {
     'probe': 'jitted float32 a + b, a donated (2 reads + 1 write)',
     'elements': n_elements,
     'bytes': moved,
     'seconds': seconds,
     'gb_per_s': moved / seconds / 1e9,
+    'copy_gb_per_s': 2 * 4 * n_elements / statistics.median(copy_times) / 1e9,
   }
 
 
+def _spread(xs: list[float]) -> dict[str, float]:
+  """Median and quartiles (the quartiles collapse to the median for one sample)."""
+  if len(xs) < 2:
+    return {'median': xs[0], 'p25': xs[0], 'p75': xs[0]}
+  q = statistics.quantiles(xs, n=4, method='inclusive')
+  return {'median': statistics.median(xs), 'p25': q[0], 'p75': q[2]}
+
+
 def time_step(
-  config: str, tree: str, quick: bool, repeats: int, target: float, torch: Any, probe: _Probe
+  config: str,
+  tree: str,
+  quick: bool,
+  repeats: int,
+  target: float,
+  torch: Any,
+  probe: _Probe,
+  one_leaf_elements: int | None = None,
 ) -> dict[str, Any]:
   ours_fn, optax_fn, torch_kwargs = CONFIGS[config]
-  shapes = TREES[tree](quick)
+  shapes = _tree_shapes(tree, quick, one_leaf_elements)
   params = _materialize(shapes, 0, 1.0)
   grads = _materialize(shapes, 1, 1e-2)
   ours = _JaxRunner(ours_fn(), params, grads)
   peer = _JaxRunner(optax_fn(), params, grads)
+  # A/A control: a second, separately compiled optax.rmsprop timed in the same
+  # rotation. Its ratio to the first shows how far two identical programs
+  # drift apart on this machine, i.e. the noise band of ``ours / optax``.
+  control = _JaxRunner(optax_fn(), params, grads)
   n = _iters_for(min(ours.run(1), peer.run(1)), target)
-  t_ours, t_optax, ratios, bws = [], [], [], []
+  runners = {'ours': ours, 'optax': peer, 'control': control}
+  names = list(runners)
+  times: dict[str, list[float]] = {k: [] for k in names}
+  bws = []
   for r in range(repeats):
     # Re-probe the bandwidth between samples: on a shared machine it drifts.
     bws.append(probe.gb_per_s())
-    if r % 2 == 0:
-      a, b = ours.run(n), peer.run(n)
-    else:
-      b, a = peer.run(n), ours.run(n)
-    t_ours.append(a)
-    t_optax.append(b)
-    ratios.append(a / b)
+    # Rotate who goes first so that warm-up and drift fall on everyone alike.
+    for k in names[r % 3 :] + names[: r % 3]:
+      times[k].append(runners[k].run(n))
+  ratios = [a / b for a, b in zip(times['ours'], times['optax'])]
+  aa = [a / b for a, b in zip(times['control'], times['optax'])]
   param_bytes = _nbytes(params)
-  # The step reads params, grads and state and writes params and state.
+  # The step must read params, grads and state and write params and state.
   moved = 2 * param_bytes + _nbytes(grads) + 2 * ours.state_bytes
   min_resident = param_bytes + _nbytes(grads) + ours.state_bytes
+  bw = statistics.median(bws)
   out: dict[str, Any] = {
     'config': config,
     'tree': tree,
@@ -291,11 +386,18 @@ def time_step(
     'n_params': int(sum(np.prod(s) for s in shapes.values())),
     'iters_per_sample': n,
     'samples': repeats,
-    'seconds': {'ours': statistics.median(t_ours), 'optax': statistics.median(t_optax)},
+    'seconds': {
+      'ours': statistics.median(times['ours']),
+      'optax': statistics.median(times['optax']),
+    },
     'ratio_ours_over': {'optax': statistics.median(ratios)},
+    'ratio_spread': {'optax': _spread(ratios)},
+    'aa_control': _spread(aa),
     'bytes_moved': moved,
-    'probe_gb_per_s': statistics.median(bws),
-    'floor_seconds': moved / (statistics.median(bws) * 1e9),
+    'probe_gb_per_s': bw,
+    'floor_seconds': moved / (bw * 1e9),
+    'xla_bytes_accessed': {'ours': ours.xla_bytes, 'optax': peer.xla_bytes},
+    'kernels': {'ours': ours.kernels, 'optax': peer.kernels},
     'memory': {
       'params_grads_state_bytes': min_resident,
       'ours': ours.memory,
@@ -303,6 +405,11 @@ def time_step(
     },
   }
   out['floor_fraction'] = out['floor_seconds'] / out['seconds']['ours']
+  if ours.xla_bytes:
+    # The same, against the traffic of the program XLA actually compiled: on a
+    # backend without multi-output fusion (XLA:CPU) every output array is its
+    # own kernel, which rereads its inputs; this is the floor that program has.
+    out['xla_traffic_fraction'] = ours.xla_bytes / (bw * 1e9) / out['seconds']['ours']
   for runner in (ours, peer):
     mem = runner.memory
     if mem is not None:
@@ -317,8 +424,9 @@ def time_step(
       torch_ratios.append(a / t)
     out['seconds']['torch'] = statistics.median(t_torch)
     out['ratio_ours_over']['torch'] = statistics.median(torch_ratios)
+    out['ratio_spread']['torch'] = _spread(torch_ratios)
     del tr
-  del ours, peer
+  del ours, peer, control, runners
   gc.collect()
   return out
 
@@ -343,19 +451,45 @@ def check_numerics(config: str, steps: int = 3) -> float:
   return max(diffs)
 
 
-def time_compile(opt: Any, n_leaves: int) -> dict[str, float]:
-  params = {f'w{i:05d}': jax.ShapeDtypeStruct(COMPILE_SHAPE, jnp.float32) for i in range(n_leaves)}
-  state = jax.eval_shape(opt.init, params)
+def _time_lowering(fn: Any, *args: Any) -> dict[str, float]:
   jax.clear_caches()
-  step = _step_fn(opt)
   t0 = time.perf_counter()
-  traced = step.trace(params, state, params)
+  traced = fn.trace(*args)
   t1 = time.perf_counter()
   lowered = traced.lower()
   t2 = time.perf_counter()
   lowered.compile()
   t3 = time.perf_counter()
   return {'trace': t1 - t0, 'lower': t2 - t1, 'compile': t3 - t2, 'total': t3 - t0}
+
+
+def _compile_params(n_leaves: int) -> dict[str, jax.ShapeDtypeStruct]:
+  return {f'w{i:05d}': jax.ShapeDtypeStruct(COMPILE_SHAPE, jnp.float32) for i in range(n_leaves)}
+
+
+def time_compile(opt: Any, n_leaves: int) -> dict[str, float]:
+  params = _compile_params(n_leaves)
+  state = jax.eval_shape(opt.init, params)
+  return _time_lowering(_step_fn(opt), params, state, params)
+
+
+def time_compile_floor(opt: Any, n_leaves: int) -> dict[str, float]:
+  """Compile time of the least program with the step's inputs and outputs.
+
+  Every output array of the step (each param and each state leaf) is produced
+  by one trivial kernel (``x + 1``). A step that keeps one state array per
+  param leaf, as the design requires, cannot have fewer output arrays; without
+  multi-output fusion (XLA:CPU) each is at least one kernel to compile.
+  """
+  params = _compile_params(n_leaves)
+  state = jax.eval_shape(opt.init, params)
+
+  def least(params: Any, state: Any, grads: Any) -> tuple[Any, Any]:
+    del grads
+    bump = lambda x: x + jnp.ones((), x.dtype)
+    return jax.tree.map(bump, params), jax.tree.map(bump, state)
+
+  return _time_lowering(jax.jit(least, donate_argnums=(0, 1)), params, state, params)
 
 
 def compile_sweep(config: str, leaf_counts: list[int]) -> dict[str, Any]:
@@ -368,11 +502,13 @@ def compile_sweep(config: str, leaf_counts: list[int]) -> dict[str, Any]:
     row: dict[str, Any] = {'n_leaves': n}
     for who, fn in order:
       row[who] = time_compile(fn(), n)
+    row['floor'] = time_compile_floor(ours_fn(), n)
     row['ratio_ours_over_optax'] = row['ours']['total'] / row['optax']['total']
+    row['ratio_floor_over_optax'] = row['floor']['total'] / row['optax']['total']
     rows.append(row)
   slopes = {}
   if len(leaf_counts) > 1:
-    for who in ('ours', 'optax'):
+    for who in ('ours', 'optax', 'floor'):
       slope = np.polyfit(leaf_counts, [r[who]['total'] for r in rows], 1)[0]
       slopes[who] = float(slope)
   return {
@@ -410,6 +546,7 @@ def run(
   leaf_counts: list[int] | None = None,
   repeats: int | None = None,
   with_torch: bool = True,
+  one_leaf_elements: int | None = None,
   log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
   """Runs the benchmark and returns the results as a JSON-ready dict."""
@@ -420,14 +557,19 @@ def run(
   repeats = (3 if quick else 11) if repeats is None else repeats
   target = 0.005 if quick else 0.25  # seconds per timed sample
   torch = _import_torch() if with_torch else None
-  largest = max(sum(int(np.prod(s)) for s in TREES[t](quick).values()) for t in trees)
+  largest = max(
+    sum(int(np.prod(s)) for s in _tree_shapes(t, quick, one_leaf_elements).values()) for t in trees
+  )
   bw = bandwidth_probe(largest, repeats=max(5, repeats))
   probe = _Probe(largest)
-  log(f'bandwidth probe: {bw["gb_per_s"]:.1f} GB/s ({bw["probe"]}, {largest} elements)')
+  log(
+    f'bandwidth probe: {bw["gb_per_s"]:.1f} GB/s ({bw["probe"]}, {largest} elements); '
+    f'copy {bw["copy_gb_per_s"]:.1f} GB/s'
+  )
   steps = []
   for tree in trees:
     for config in configs:
-      row = time_step(config, tree, quick, repeats, target, torch, probe)
+      row = time_step(config, tree, quick, repeats, target, torch, probe, one_leaf_elements)
       row['max_rel_diff_vs_optax'] = check_numerics(config)
       steps.append(row)
       log(_format_step(row))
@@ -460,32 +602,53 @@ def _cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 0)
 
 
+def _units(r: dict[str, Any], who: str) -> str:
+  """XLA's traffic for ``who`` in units of one param array (e.g. 7.0 = 7N)."""
+  xb = r['xla_bytes_accessed'][who]
+  return 'n/a' if xb is None else f'{xb / (4 * r["n_params"]):.1f}N'
+
+
 def _format_step(r: dict[str, Any]) -> str:
   s = r['seconds']
+  sp = r['ratio_spread']['optax']
+  aa = r['aa_control']
   torch_part = (
-    f'  torch {1e3 * s["torch"]:8.2f} ms ({r["ratio_ours_over"]["torch"]:.2f})'
+    f'  torch {1e3 * s["torch"]:7.2f} ms ({r["ratio_ours_over"]["torch"]:.2f})'
     if 'torch' in s
     else ''
   )
   mem = r['memory']['ours']
   mem_part = '' if mem is None else f'  mem {mem["peak_over_min"]:.3f}x'
+  xla_part = (
+    f' ({100 * r["xla_traffic_fraction"]:.0f}% of XLA traffic {_units(r, "ours")})'
+    if 'xla_traffic_fraction' in r
+    else ''
+  )
   return (
-    f'{r["config"]:<18} {r["tree"]:<11} ours {1e3 * s["ours"]:8.2f} ms  optax {1e3 * s["optax"]:8.2f} ms '
-    f'({r["ratio_ours_over"]["optax"]:.2f}){torch_part}  floor {100 * r["floor_fraction"]:5.1f}%{mem_part}'
+    f'{r["config"]:<18} {r["tree"]:<11} ours {1e3 * s["ours"]:7.2f} ms  optax {1e3 * s["optax"]:7.2f} ms '
+    f'{r["ratio_ours_over"]["optax"]:.2f} [{sp["p25"]:.2f}-{sp["p75"]:.2f}] '
+    f'A/A {aa["median"]:.2f} [{aa["p25"]:.2f}-{aa["p75"]:.2f}]{torch_part}'
+    f'  floor {100 * r["floor_fraction"]:4.0f}%{xla_part}{mem_part}'
   )
 
 
 def format_table(results: dict[str, Any]) -> str:
   """The results as Markdown tables."""
+  meta, bw = results['meta'], results['bandwidth']
   lines = [
-    f'{results["meta"]["cpu"]}, {results["meta"]["cores"]} cores, {results["meta"]["backend"]}; '
-    f'jax {results["meta"]["jax"]}, optax {results["meta"]["optax"]}, torch {results["meta"]["torch"]}',
-    f'bandwidth probe: {results["bandwidth"]["gb_per_s"]:.2f} GB/s ({results["bandwidth"]["probe"]})',
-    'ratios: median of interleaved t_ours / t_other (< 1.00: ours faster)',
+    f'{meta["cpu"]}, {meta["cores"]} cores, {meta["backend"]}; '
+    f'jax {meta["jax"]}, optax {meta["optax"]}, torch {meta["torch"]}; {meta["date"]}',
+    f'bandwidth probe: {bw["gb_per_s"]:.2f} GB/s ({bw["probe"]}); '
+    f'copy {bw["copy_gb_per_s"]:.2f} GB/s (a + 1, 1 read + 1 write)',
+    'ratios: median [quartiles] of interleaved t_ours / t_other (< 1.00: ours faster); '
+    'A/A: a second optax.rmsprop against the first, timed in the same rotation (the noise band)',
+    'floor: bytes the step must move (N = one param array: plain 5N) over the probe bandwidth; '
+    "XLA traffic: bytes the compiled step reads and writes by XLA's cost model",
     '',
-    '| config | tree | leaves | params | ours ms | optax ms | ours/optax | torch ms | ours/torch '
-    '| floor ms | floor reached | peak mem ours / optax (x params+grads+state) |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| config | tree | leaves | params | ours ms | optax ms | ours/optax [quartiles] | A/A [quartiles] '
+    '| torch ms | ours/torch | kernels ours / optax | XLA traffic ours / optax | floor ms '
+    '| floor reached | XLA traffic reached | peak mem ours / optax (x params+grads+state) |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for r in results['steps']:
     s = r['seconds']
@@ -497,32 +660,40 @@ def format_table(results: dict[str, Any]) -> str:
       if mo is None or mp is None
       else f'{mo["peak_over_min"]:.3f} / {mp["peak_over_min"]:.3f}'
     )
+    sp, aa = r['ratio_spread']['optax'], r['aa_control']
+    k = r['kernels']
+    xt = f'{100 * r["xla_traffic_fraction"]:.0f}%' if 'xla_traffic_fraction' in r else 'n/a'
     lines.append(
       f'| {r["config"]} | {r["tree"]} | {r["n_leaves"]} | {r["n_params"]:,} | {1e3 * s["ours"]:.2f} '
-      f'| {1e3 * s["optax"]:.2f} | {r["ratio_ours_over"]["optax"]:.2f} | {t} | {tr} '
-      f'| {1e3 * r["floor_seconds"]:.2f} | {100 * r["floor_fraction"]:.0f}% | {mem} |'
+      f'| {1e3 * s["optax"]:.2f} | {r["ratio_ours_over"]["optax"]:.2f} [{sp["p25"]:.2f}, {sp["p75"]:.2f}] '
+      f'| {aa["median"]:.2f} [{aa["p25"]:.2f}, {aa["p75"]:.2f}] | {t} | {tr} '
+      f'| {k["ours"]} / {k["optax"]} | {_units(r, "ours")} / {_units(r, "optax")} '
+      f'| {1e3 * r["floor_seconds"]:.2f} | {100 * r["floor_fraction"]:.0f}% | {xt} | {mem} |'
     )
   c = results['compile']
   lines += [
     '',
-    f'compile time, {c["config"]}, leaves of {tuple(c["leaf_shape"])} float32 (seconds: trace + lower + XLA)',
+    f'compile time, {c["config"]}, leaves of {tuple(c["leaf_shape"])} float32 (seconds: trace + lower + XLA); '
+    'least: one trivial kernel per output array of the step (params and state), '
+    'the least any per-leaf-state step can compile to',
     '',
     '| leaves | ours trace | ours lower | ours XLA | ours total | optax trace | optax lower '
-    '| optax XLA | optax total | ours/optax |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| optax XLA | optax total | least total | ours/optax | least/optax |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for row in c['rows']:
-    o, p = row['ours'], row['optax']
+    o, p, f = row['ours'], row['optax'], row['floor']
     lines.append(
       f'| {row["n_leaves"]} | {o["trace"]:.2f} | {o["lower"]:.2f} | {o["compile"]:.2f} | {o["total"]:.2f} '
       f'| {p["trace"]:.2f} | {p["lower"]:.2f} | {p["compile"]:.2f} | {p["total"]:.2f} '
-      f'| {row["ratio_ours_over_optax"]:.2f} |'
+      f'| {f["total"]:.2f} | {row["ratio_ours_over_optax"]:.2f} | {row["ratio_floor_over_optax"]:.2f} |'
     )
   if c['seconds_per_leaf']:
     sl = c['seconds_per_leaf']
     lines.append('')
     lines.append(
-      f'growth per added leaf: ours {1e3 * sl["ours"]:.2f} ms, optax {1e3 * sl["optax"]:.2f} ms'
+      f'growth per added leaf: ours {1e3 * sl["ours"]:.2f} ms, optax {1e3 * sl["optax"]:.2f} ms, '
+      f'least {1e3 * sl["floor"]:.2f} ms'
     )
   return '\n'.join(lines)
 
@@ -540,7 +711,17 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--leaf-counts', nargs='+', type=int, help='leaf counts of the compile sweep')
   parser.add_argument('--repeats', type=int, help='interleaved samples per measurement')
   parser.add_argument('--no-torch', action='store_true', help='skip torch.optim.RMSprop')
+  parser.add_argument(
+    '--one-leaf-elements',
+    type=int,
+    metavar='N',
+    help='size of the one-leaf tree (e.g. 1000000000 on a GPU)',
+  )
   args = parser.parse_args(argv)
+  if args.one_leaf_elements is not None and args.one_leaf_elements < 1:
+    parser.error(f'--one-leaf-elements must be >= 1, got {args.one_leaf_elements}')
+  if args.repeats is not None and args.repeats < 1:
+    parser.error(f'--repeats must be >= 1, got {args.repeats}')
   results = run(
     quick=args.quick,
     configs=args.configs,
@@ -548,6 +729,7 @@ def main(argv: list[str]) -> int:
     leaf_counts=args.leaf_counts,
     repeats=args.repeats,
     with_torch=not args.no_torch,
+    one_leaf_elements=args.one_leaf_elements,
     log=lambda s: print(s, file=sys.stderr, flush=True),
   )
   results['meta']['command'] = 'python -m rmsprop_optax bench ' + ' '.join(argv)

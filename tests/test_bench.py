@@ -42,12 +42,24 @@ def test_schema(results: dict) -> None:
   assert set(results) == {'meta', 'bandwidth', 'steps', 'compile'}
   assert results['meta']['quick'] is True
   assert _finite_positive(results['bandwidth']['gb_per_s'])
+  assert _finite_positive(results['bandwidth']['copy_gb_per_s'])
   assert len(results['steps']) == 2 * len(CONFIGS)
   for row in results['steps']:
     assert row['config'] in CONFIGS
     for who in ('ours', 'optax'):
       assert _finite_positive(row['seconds'][who])
     assert _finite_positive(row['ratio_ours_over']['optax'])
+    # The ratio's quartiles and the A/A control (optax against a second optax).
+    for band in (row['ratio_spread']['optax'], row['aa_control']):
+      assert 0 < band['p25'] <= band['median'] <= band['p75'] < math.inf
+    assert row['ratio_spread']['optax']['median'] == row['ratio_ours_over']['optax']
+    # XLA's traffic and kernel count for the compiled steps: ours does the same
+    # per-element work as optax (plus one scalar kernel for the step count).
+    xb = row['xla_bytes_accessed']
+    assert xb['ours'] >= row['bytes_moved']
+    assert abs(xb['ours'] - xb['optax']) <= 64 * row['n_leaves']
+    assert row['kernels']['optax'] <= row['kernels']['ours'] <= row['kernels']['optax'] + 1
+    assert _finite_positive(row['xla_traffic_fraction'])
     assert _finite_positive(row['floor_seconds'])
     assert _finite_positive(row['probe_gb_per_s'])
     assert _finite_positive(row['floor_fraction'])
@@ -60,9 +72,10 @@ def test_schema(results: dict) -> None:
   assert [r['n_leaves'] for r in sweep['rows']] == [2, 4]
   for r in sweep['rows']:
     assert _finite_positive(r['ratio_ours_over_optax'])
-    for who in ('ours', 'optax'):
+    assert _finite_positive(r['ratio_floor_over_optax'])
+    for who in ('ours', 'optax', 'floor'):
       assert all(_finite_positive(r[who][k]) for k in ('trace', 'lower', 'compile', 'total'))
-  assert set(sweep['seconds_per_leaf']) == {'ours', 'optax'}
+  assert set(sweep['seconds_per_leaf']) == {'ours', 'optax', 'floor'}
 
 
 @pytest.mark.slow
@@ -72,6 +85,7 @@ def test_json_and_table_round_trip(results: dict, tmp_path) -> None:
   assert json.loads(path.read_text())['steps'][0]['config'] == CONFIGS[0]
   table = bench.format_table(results)
   assert table.count('| one_leaf |') == len(CONFIGS)
+  assert 'A/A' in table and 'least/optax' in table
 
 
 @pytest.mark.parametrize('config', CONFIGS)
@@ -101,3 +115,33 @@ def test_main_writes_json(tmp_path) -> None:
   data = json.loads(path.read_text())
   assert [r['config'] for r in data['steps']] == ['plain']
   assert data['compile']['seconds_per_leaf'] == {}
+
+
+def test_one_leaf_elements_sets_the_size(tmp_path) -> None:
+  path = tmp_path / 'out.json'
+  argv = ['--quick', '--json', str(path), '--configs', 'plain', '--trees', 'one_leaf']
+  argv += ['--leaf-counts', '2', '--repeats', '1', '--no-torch', '--one-leaf-elements', '1000']
+  assert bench.main(argv) == 0
+  row = json.loads(path.read_text())['steps'][0]
+  assert row['n_params'] == 1000
+  # plain: read p, g, nu and the int32 count; write p, nu and the count.
+  assert row['bytes_moved'] == 5 * 4 * 1000 + 2 * 4
+
+
+@pytest.mark.parametrize('bad', [['--one-leaf-elements', '0'], ['--repeats', '0']])
+def test_main_rejects_nonpositive_sizes(bad: list[str], capsys) -> None:
+  with pytest.raises(SystemExit) as e:
+    bench.main(['--quick', *bad])
+  assert e.value.code == 2
+  assert 'must be >= 1' in capsys.readouterr().err
+
+
+def test_kernel_count_reads_the_entry_computation() -> None:
+  # Two independent outputs need two kernels on any backend.
+  import jax
+  import jax.numpy as jnp
+
+  x = jnp.ones((128,), jnp.float32)
+  compiled = jax.jit(lambda a: (a + 1.0, a * 3.0)).lower(x).compile()
+  assert bench._kernel_count(compiled) in (1, 2)  # one if the backend fuses multi-output
+  assert bench._xla_bytes_accessed(compiled) >= 3 * 4 * 128
