@@ -291,7 +291,7 @@ def _iters_for(seconds_per_step: float, target: float) -> int:
 
 
 class _Probe:
-  """A jitted float32 ``a + b`` (2 reads, 1 write; ``a`` donated): one timed call."""
+  """A jitted float32 ``a + b`` (2 reads, 1 write; ``a`` donated), timed per call."""
 
   def __init__(self, n_elements: int):
     self.add = jax.jit(lambda a, b: a + b, donate_argnums=0)
@@ -300,10 +300,14 @@ class _Probe:
     self.a = self.add(self.a, self.b).block_until_ready()
     self.bytes = 3 * 4 * n_elements
 
-  def gb_per_s(self) -> float:
-    t0 = time.perf_counter()
-    self.a = self.add(self.a, self.b).block_until_ready()
-    return self.bytes / (time.perf_counter() - t0) / 1e9
+  def gb_per_s(self, calls: int = 3) -> float:
+    """The median over ``calls`` timed calls (one call is a few ms: noisy)."""
+    times = []
+    for _ in range(calls):
+      t0 = time.perf_counter()
+      self.a = self.add(self.a, self.b).block_until_ready()
+      times.append(time.perf_counter() - t0)
+    return self.bytes / statistics.median(times) / 1e9
 
 
 def bandwidth_probe(n_elements: int, repeats: int) -> dict[str, Any]:
@@ -312,7 +316,7 @@ def bandwidth_probe(n_elements: int, repeats: int) -> dict[str, Any]:
   Also the copy bandwidth: a jitted ``a + 1`` (1 read, 1 write; ``a`` donated).
   """
   probe = _Probe(n_elements)
-  times = [probe.bytes / probe.gb_per_s() / 1e9 for _ in range(repeats)]
+  times = [probe.bytes / probe.gb_per_s(calls=1) / 1e9 for _ in range(repeats)]
   seconds = statistics.median(times)
   moved = 3 * 4 * n_elements
   bump = jax.jit(lambda a: a + 1.0, donate_argnums=0)
