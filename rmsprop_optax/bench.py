@@ -596,7 +596,26 @@ def run(
     },
     'bandwidth': bw,
     'steps': steps,
+    'summary': summarize(steps),
     'compile': sweep,
+  }
+
+
+def _geomean(xs: list[float]) -> float:
+  return float(np.exp(np.mean(np.log(xs))))
+
+
+def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
+  """Ours/optax over all rows against the A/A control: is any difference bigger than noise?"""
+  ours = [r['ratio_ours_over']['optax'] for r in steps]
+  aa = [r['aa_control']['median'] for r in steps]
+  return {
+    'rows': len(steps),
+    'rows_ours_at_most_optax': sum(x <= 1.0 for x in ours),
+    'geomean_ours_over_optax': _geomean(ours),
+    'range_ours_over_optax': [min(ours), max(ours)],
+    'geomean_aa_control': _geomean(aa),
+    'range_aa_control': [min(aa), max(aa)],
   }
 
 
@@ -674,6 +693,15 @@ def format_table(results: dict[str, Any]) -> str:
       f'| {k["ours"]} / {k["optax"]} | {_units(r, "ours")} / {_units(r, "optax")} '
       f'| {1e3 * r["floor_seconds"]:.2f} | {100 * r["floor_fraction"]:.0f}% | {xt} | {mem} |'
     )
+  sm = results['summary']
+  lines += [
+    '',
+    f'ours/optax over {sm["rows"]} rows: geometric mean {sm["geomean_ours_over_optax"]:.3f} '
+    f'(medians {sm["range_ours_over_optax"][0]:.2f} to {sm["range_ours_over_optax"][1]:.2f}, '
+    f'{sm["rows_ours_at_most_optax"]} of {sm["rows"]} <= 1.00); '
+    f'A/A control: geometric mean {sm["geomean_aa_control"]:.3f} '
+    f'(medians {sm["range_aa_control"][0]:.2f} to {sm["range_aa_control"][1]:.2f})',
+  ]
   c = results['compile']
   lines += [
     '',

@@ -39,7 +39,14 @@ def results() -> dict:
 
 @pytest.mark.slow
 def test_schema(results: dict) -> None:
-  assert set(results) == {'meta', 'bandwidth', 'steps', 'compile'}
+  assert set(results) == {'meta', 'bandwidth', 'steps', 'summary', 'compile'}
+  sm = results['summary']
+  assert sm['rows'] == len(results['steps'])
+  assert 0 <= sm['rows_ours_at_most_optax'] <= sm['rows']
+  lo, hi = sm['range_ours_over_optax']
+  assert 0 < lo <= sm['geomean_ours_over_optax'] <= hi
+  lo, hi = sm['range_aa_control']
+  assert 0 < lo <= sm['geomean_aa_control'] <= hi
   assert results['meta']['quick'] is True
   assert _finite_positive(results['bandwidth']['gb_per_s'])
   assert _finite_positive(results['bandwidth']['copy_gb_per_s'])
@@ -85,7 +92,7 @@ def test_json_and_table_round_trip(results: dict, tmp_path) -> None:
   assert json.loads(path.read_text())['steps'][0]['config'] == CONFIGS[0]
   table = bench.format_table(results)
   assert table.count('| one_leaf |') == len(CONFIGS)
-  assert 'A/A' in table and 'least/optax' in table
+  assert 'A/A' in table and 'least/optax' in table and 'geometric mean' in table
 
 
 @pytest.mark.parametrize('config', CONFIGS)
