@@ -5,9 +5,12 @@ Everything is measured in one process so the ratios compare like with like:
 * step time: median seconds of one jitted ``update`` + ``apply_updates`` with
   params and state donated, for this library, ``optax.rmsprop`` with the same
   settings and ``torch.optim.RMSprop(foreach=True)`` when torch is installed.
-  Ours and optax's steps are interleaved (the order rotates every sample) so
-  machine drift cancels in the per-sample ratio ``ours / other`` (<= 1: ours
-  is as fast or faster); the median and quartiles of that ratio are reported;
+  Ours and optax's steps are interleaved (each sample takes the next of the
+  six orders of ours, optax and the A/A control) so machine drift cancels in
+  the per-sample ratio ``ours / other`` (<= 1: ours is as fast or faster); the
+  median and quartiles of that ratio are reported. Torch runs on the device
+  that matches JAX's backend (CPU, or CUDA), alternating with ours, and is
+  skipped where there is none;
 * A/A control: a second, separately compiled ``optax.rmsprop`` timed in the
   same rotation. Its ratio to the first is the noise band: two identical
   programs differ by that much on this machine;
@@ -18,14 +21,17 @@ Everything is measured in one process so the ratios compare like with like:
   a copy probe (``a + 1``: 1 read, 1 write) is reported beside it;
 * XLA traffic and kernels: the bytes the compiled step reads and writes by
   XLA's own cost model (``compiled.cost_analysis()``) and the number of
-  kernels in its optimized entry computation. Without multi-output fusion
+  instructions of its optimized entry computation that are neither
+  parameters, tuples, bitcasts nor constants (on XLA:CPU, one kernel each;
+  a GPU command buffer counts as one). Without multi-output fusion
   (XLA:CPU) each output array is its own kernel that rereads its inputs, so
   this traffic, not the floor above, is what the compiled program can reach;
 * compile time against leaf count: ``jit(step).trace``, ``.lower`` and
   ``.compile`` timed separately on a tree of ``n`` 64x64 float32 leaves, with
   JAX's caches cleared before each measurement; beside it the "least" program
-  with the same inputs and outputs (one trivial kernel per output array),
-  the least any step that keeps per-leaf state can compile to;
+  with the same inputs and outputs (one trivial kernel per output array):
+  on XLA:CPU, which fuses no two outputs into one kernel, about the least any
+  step that keeps per-leaf state can compile to;
 * peak memory: ``compiled.memory_analysis()`` (arguments + outputs - aliased +
   temporaries) against params + grads + state.
 
@@ -38,6 +44,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import itertools
 import json
 import platform
 import re
@@ -209,20 +216,41 @@ class _TorchRunner:
     kwargs: dict[str, Any],
     params: dict[str, jax.Array],
     grads: dict[str, jax.Array],
+    device: str,
   ):
     self.torch = torch
-    self.params = [torch.tensor(np.asarray(p)) for p in params.values()]
+    self.device = device
+    self.params = [torch.tensor(np.asarray(p), device=device) for p in params.values()]
     for p, g in zip(self.params, grads.values()):
-      p.grad = torch.tensor(np.asarray(g))
+      p.grad = torch.tensor(np.asarray(g), device=device)
     self.opt = torch.optim.RMSprop(self.params, lr=LR, eps=1e-8, foreach=True, **kwargs)
     self.run(1)
 
+  def _sync(self) -> None:
+    if self.device == 'cuda':
+      self.torch.cuda.synchronize()
+
   def run(self, n: int) -> float:
     with self.torch.no_grad():
+      self._sync()
       t0 = time.perf_counter()
       for _ in range(n):
         self.opt.step()
+      self._sync()
       return (time.perf_counter() - t0) / n
+
+
+def torch_device(torch: Any) -> str | None:
+  """The torch device that matches JAX's backend, or None when there is none.
+
+  Timing JAX on a GPU against torch on the CPU would compare two machines.
+  """
+  backend = jax.default_backend()
+  if backend == 'cpu':
+    return 'cpu'
+  if backend == 'gpu' and torch.cuda.is_available():
+    return 'cuda'
+  return None
 
 
 def _memory(compiled: Any) -> dict[str, Any] | None:
@@ -337,6 +365,9 @@ def bandwidth_probe(n_elements: int, repeats: int) -> dict[str, Any]:
   }
 
 
+_ORDERS = list(itertools.permutations(('ours', 'optax', 'control')))
+
+
 def _spread(xs: list[float]) -> dict[str, float]:
   """Median and quartiles (the quartiles collapse to the median for one sample)."""
   if len(xs) < 2:
@@ -367,14 +398,15 @@ def time_step(
   control = _JaxRunner(optax_fn(), params, grads)
   n = _iters_for(min(ours.run(1), peer.run(1)), target)
   runners = {'ours': ours, 'optax': peer, 'control': control}
-  names = list(runners)
-  times: dict[str, list[float]] = {k: [] for k in names}
+  times: dict[str, list[float]] = {k: [] for k in runners}
   bws = []
   for r in range(repeats):
     # Re-probe the bandwidth between samples: on a shared machine it drifts.
     bws.append(probe.gb_per_s())
-    # Rotate who goes first so that warm-up and drift fall on everyone alike.
-    for k in names[r % 3 :] + names[: r % 3]:
+    # Walk through all six orders so that every runner goes first, second and
+    # third, and right before and after each of the others, equally often
+    # (exactly so when ``repeats`` is a multiple of 6).
+    for k in _ORDERS[r % len(_ORDERS)]:
       times[k].append(runners[k].run(n))
   ratios = [a / b for a, b in zip(times['ours'], times['optax'])]
   aa = [a / b for a, b in zip(times['control'], times['optax'])]
@@ -418,12 +450,15 @@ def time_step(
     mem = runner.memory
     if mem is not None:
       mem['peak_over_min'] = mem['peak_bytes'] / (param_bytes + _nbytes(grads) + runner.state_bytes)
-  if torch is not None and torch_kwargs is not None:
-    tr = _TorchRunner(torch, torch_kwargs, params, grads)
+  device = None if torch is None else torch_device(torch)
+  if device is not None and torch_kwargs is not None:
+    tr = _TorchRunner(torch, torch_kwargs, params, grads, device)
     t_torch, torch_ratios = [], []
-    for _ in range(max(1, repeats // 2)):
-      t = tr.run(n)
-      a = ours.run(n)
+    for r in range(max(2, repeats // 2)):
+      if r % 2 == 0:
+        t, a = tr.run(n), ours.run(n)
+      else:
+        a, t = ours.run(n), tr.run(n)
       t_torch.append(t)
       torch_ratios.append(a / t)
     out['seconds']['torch'] = statistics.median(t_torch)
@@ -558,7 +593,7 @@ def run(
   trees = list(TREES) if trees is None else trees
   if leaf_counts is None:
     leaf_counts = [10, 50] if quick else [10, 100, 500, 2000]
-  repeats = (3 if quick else 11) if repeats is None else repeats
+  repeats = (6 if quick else 12) if repeats is None else repeats
   target = 0.005 if quick else 0.25  # seconds per timed sample
   torch = _import_torch() if with_torch else None
   largest = max(
@@ -590,6 +625,7 @@ def run(
       'jax': jax.__version__,
       'optax': optax.__version__,
       'torch': None if torch is None else torch.__version__,
+      'torch_device': None if torch is None else torch_device(torch),
       'quick': quick,
       'command': 'python -m rmsprop_optax bench ' + ' '.join(sys.argv[2:]),
       'ratio_definition': 'median over interleaved samples of t_ours / t_other (< 1: ours faster)',
@@ -669,7 +705,7 @@ def format_table(results: dict[str, Any]) -> str:
     "XLA traffic: bytes the compiled step reads and writes by XLA's cost model",
     '',
     '| config | tree | leaves | params | ours ms | optax ms | ours/optax [quartiles] | A/A [quartiles] '
-    '| torch ms | ours/torch | kernels ours / optax | XLA traffic ours / optax | floor ms '
+    '| torch ms | ours/torch | entry ops ours / optax | XLA traffic ours / optax | floor ms '
     '| floor reached | XLA traffic reached | peak mem ours / optax (x params+grads+state) |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
@@ -706,8 +742,8 @@ def format_table(results: dict[str, Any]) -> str:
   lines += [
     '',
     f'compile time, {c["config"]}, leaves of {tuple(c["leaf_shape"])} float32 (seconds: trace + lower + XLA); '
-    'least: one trivial kernel per output array of the step (params and state), '
-    'the least any per-leaf-state step can compile to',
+    'least: one trivial kernel per output array of the step (params and state); '
+    'on XLA:CPU about the least any per-leaf-state step can compile to',
     '',
     '| leaves | ours trace | ours lower | ours XLA | ours total | optax trace | optax lower '
     '| optax XLA | optax total | least total | ours/optax | least/optax |',
@@ -741,7 +777,11 @@ def main(argv: list[str]) -> int:
   )
   parser.add_argument('--trees', nargs='+', choices=list(TREES), help='subset of trees')
   parser.add_argument('--leaf-counts', nargs='+', type=int, help='leaf counts of the compile sweep')
-  parser.add_argument('--repeats', type=int, help='interleaved samples per measurement')
+  parser.add_argument(
+    '--repeats',
+    type=int,
+    help='interleaved samples per measurement (a multiple of 6 balances the order)',
+  )
   parser.add_argument('--no-torch', action='store_true', help='skip torch.optim.RMSprop')
   parser.add_argument(
     '--one-leaf-elements',

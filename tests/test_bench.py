@@ -56,6 +56,7 @@ def test_schema(results: dict) -> None:
     for who in ('ours', 'optax'):
       assert _finite_positive(row['seconds'][who])
     assert _finite_positive(row['ratio_ours_over']['optax'])
+    assert row['samples'] == 2
     # The ratio's quartiles and the A/A control (optax against a second optax).
     for band in (row['ratio_spread']['optax'], row['aa_control']):
       assert 0 < band['p25'] <= band['median'] <= band['p75'] < math.inf
@@ -152,3 +153,32 @@ def test_kernel_count_reads_the_entry_computation() -> None:
   compiled = jax.jit(lambda a: (a + 1.0, a * 3.0)).lower(x).compile()
   assert bench._kernel_count(compiled) in (1, 2)  # one if the backend fuses multi-output
   assert bench._xla_bytes_accessed(compiled) >= 3 * 4 * 128
+
+
+def test_sample_orders_are_balanced() -> None:
+  # Over six samples every runner takes every position twice and comes right
+  # after each other runner equally often: no order effect favours one side.
+  orders = [bench._ORDERS[r % len(bench._ORDERS)] for r in range(6)]
+  names = ('ours', 'optax', 'control')
+  for k in names:
+    assert sorted(o.index(k) for o in orders) == [0, 0, 1, 1, 2, 2]
+  follows = {(a, b): 0 for a in names for b in names if a != b}
+  for o in orders:
+    for a, b in zip(o, o[1:]):
+      follows[a, b] += 1
+  assert set(follows.values()) == {2}
+
+
+def test_torch_runs_on_the_device_jax_runs_on() -> None:
+  class _NoCuda:
+    class cuda:  # noqa: N801 - mimics torch.cuda
+      @staticmethod
+      def is_available() -> bool:
+        return False
+
+  # These tests run on CPU: torch runs on the CPU too. (On a GPU backend
+  # without CUDA torch, torch is skipped rather than timed on another device.)
+  import jax
+
+  assert jax.default_backend() == 'cpu'
+  assert bench.torch_device(_NoCuda) == 'cpu'
