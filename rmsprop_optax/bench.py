@@ -319,49 +319,45 @@ def _iters_for(seconds_per_step: float, target: float) -> int:
 
 
 class _Probe:
-  """A jitted float32 ``a + b`` (2 reads, 1 write; ``a`` donated), timed per call."""
+  """A jitted float32 stream kernel on a donated array, timed per call.
 
-  def __init__(self, n_elements: int):
-    self.add = jax.jit(lambda a, b: a + b, donate_argnums=0)
-    self.a = jnp.ones((n_elements,), jnp.float32)
-    self.b = jnp.ones((n_elements,), jnp.float32)
-    self.a = self.add(self.a, self.b).block_until_ready()
-    self.bytes = 3 * 4 * n_elements
+  ``'add'``: ``a + b`` (2 reads, 1 write); ``'copy'``: ``a + 1`` (1 read, 1 write).
+  """
+
+  def __init__(self, n_elements: int, kind: str = 'add'):
+    if kind == 'add':
+      self.fn = jax.jit(lambda a, b: a + b, donate_argnums=0)
+      self.rest: tuple[jax.Array, ...] = (jnp.ones((n_elements,), jnp.float32),)
+    else:
+      self.fn = jax.jit(lambda a: a + 1.0, donate_argnums=0)
+      self.rest = ()
+    self.bytes = (len(self.rest) + 2) * 4 * n_elements
+    self.a = self.fn(jnp.ones((n_elements,), jnp.float32), *self.rest).block_until_ready()
+
+  def seconds(self) -> float:
+    t0 = time.perf_counter()
+    self.a = self.fn(self.a, *self.rest).block_until_ready()
+    return time.perf_counter() - t0
 
   def gb_per_s(self, calls: int = 3) -> float:
     """The median over ``calls`` timed calls (one call is a few ms: noisy)."""
-    times = []
-    for _ in range(calls):
-      t0 = time.perf_counter()
-      self.a = self.add(self.a, self.b).block_until_ready()
-      times.append(time.perf_counter() - t0)
-    return self.bytes / statistics.median(times) / 1e9
+    return self.bytes / statistics.median(self.seconds() for _ in range(calls)) / 1e9
 
 
-def bandwidth_probe(n_elements: int, repeats: int) -> dict[str, Any]:
-  """GB/s of a jitted float32 ``a + b`` (2 reads, 1 write; ``a`` donated).
-
-  Also the copy bandwidth: a jitted ``a + 1`` (1 read, 1 write; ``a`` donated).
-  """
-  probe = _Probe(n_elements)
-  times = [probe.bytes / probe.gb_per_s(calls=1) / 1e9 for _ in range(repeats)]
-  seconds = statistics.median(times)
-  moved = 3 * 4 * n_elements
-  bump = jax.jit(lambda a: a + 1.0, donate_argnums=0)
-  a = bump(jnp.ones((n_elements,), jnp.float32)).block_until_ready()
-  copy_times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    a = bump(a).block_until_ready()
-    copy_times.append(time.perf_counter() - t0)
-  del a
+def bandwidth_probe(probe: _Probe, repeats: int) -> dict[str, Any]:
+  """GB/s of ``probe`` (a jitted float32 ``a + b``), and of a copy (``a + 1``) beside it."""
+  seconds = statistics.median(probe.seconds() for _ in range(repeats))
+  n_elements = probe.a.size
+  copy = _Probe(n_elements, 'copy')
+  copy_gb_per_s = copy.bytes / statistics.median(copy.seconds() for _ in range(repeats)) / 1e9
+  del copy
   return {
     'probe': 'jitted float32 a + b, a donated (2 reads + 1 write)',
     'elements': n_elements,
-    'bytes': moved,
+    'bytes': probe.bytes,
     'seconds': seconds,
-    'gb_per_s': moved / seconds / 1e9,
-    'copy_gb_per_s': 2 * 4 * n_elements / statistics.median(copy_times) / 1e9,
+    'gb_per_s': probe.bytes / seconds / 1e9,
+    'copy_gb_per_s': copy_gb_per_s,
   }
 
 
@@ -599,8 +595,9 @@ def run(
   largest = max(
     sum(int(np.prod(s)) for s in _tree_shapes(t, quick, one_leaf_elements).values()) for t in trees
   )
-  bw = bandwidth_probe(largest, repeats=max(5, repeats))
+  # One probe serves the headline figure and the re-probes between samples.
   probe = _Probe(largest)
+  bw = bandwidth_probe(probe, repeats=max(5, repeats))
   log(
     f'bandwidth probe: {bw["gb_per_s"]:.1f} GB/s ({bw["probe"]}, {largest} elements); '
     f'copy {bw["copy_gb_per_s"]:.1f} GB/s'
