@@ -1,12 +1,13 @@
-"""rmsprop_optax inside the training loops of Flax NNX, Flax Linen and Haiku.
+"""rmsprop_optax inside the training loops of Flax NNX, Flax Linen, Haiku and Equinox.
 
 Each test fits a small MLP to a fixed regression problem for a few jitted
 steps and checks that the loss falls by at least ``MIN_LOSS_RATIO``. The
 reference is each model's own initial loss on ``y = sin(3 x)``. Measured on
 CPU (seed 0), 50 steps cut the loss by 22x (NNX: 0.154 -> 0.0071), 8.9x (Linen,
-PyTorch preset: 0.701 -> 0.079) and 18x (Haiku, clipped centered RMSprop:
-0.473 -> 0.026), so a factor of 3 fails for a broken update (wrong sign, state
-not threaded, learning rate ignored) but leaves room for platform noise.
+PyTorch preset: 0.701 -> 0.079), 18x (Haiku, clipped centered RMSprop:
+0.473 -> 0.026) and 50x (Equinox, filtered model, momentum 0.9: 0.540 -> 0.0108),
+so a factor of 3 fails for a broken update (wrong sign, state not threaded,
+learning rate ignored) but leaves room for platform noise.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import rmsprop_optax
 
 flax = pytest.importorskip('flax')
 hk = pytest.importorskip('haiku')
+eqx = pytest.importorskip('equinox')
 
 from flax import linen, nnx  # noqa: E402
 from flax.training import train_state  # noqa: E402
@@ -130,3 +132,45 @@ def test_haiku_transform_with_chain() -> None:
     params, opt_state = train_step(params, opt_state)
   final = float(loss_fn(params))
   assert final <= initial / MIN_LOSS_RATIO, (initial, final)
+
+
+def _eqx_mlp() -> eqx.nn.MLP:
+  return eqx.nn.MLP(1, 1, width_size=32, depth=1, activation=jnp.tanh, key=jax.random.key(0))
+
+
+def test_equinox_filtered_model() -> None:
+  x, y = _data()
+  model = _eqx_mlp()
+  opt = rmsprop_optax.rmsprop(LEARNING_RATE, momentum=0.9)
+  # An Equinox model is a pytree whose leaves include its activation functions;
+  # the optimizer sees only the array leaves.
+  opt_state = opt.init(eqx.filter(model, eqx.is_array))
+
+  def loss_fn(model: eqx.nn.MLP) -> jax.Array:
+    return jnp.mean((jax.vmap(model)(x) - y) ** 2)
+
+  @eqx.filter_jit
+  def train_step(model: eqx.nn.MLP, opt_state: optax.OptState) -> tuple[eqx.nn.MLP, optax.OptState]:
+    grads = eqx.filter_grad(loss_fn)(model)
+    updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_array))
+    return eqx.apply_updates(model, updates), opt_state
+
+  initial = float(loss_fn(model))
+  for _ in range(STEPS):
+    model, opt_state = train_step(model, opt_state)
+  final = float(loss_fn(model))
+  assert final <= initial / MIN_LOSS_RATIO, (initial, final)
+  assert int(rmsprop_optax.find_rms_state(opt_state).count) == STEPS
+
+
+def test_equinox_unfiltered_model_is_a_clear_type_error() -> None:
+  model = eqx.nn.MLP(1, 1, width_size=8, depth=1, activation=jax.nn.relu, key=jax.random.key(0))
+  leaves = jax.tree_util.tree_flatten_with_path(model)[0]
+  first_non_array = next(path for path, leaf in leaves if not eqx.is_array(leaf))
+  path = jax.tree_util.keystr(first_non_array)
+  assert path == '.activation'
+  with pytest.raises(TypeError) as info:
+    rmsprop_optax.rmsprop(LEARNING_RATE).init(model)
+  # The message says where the offending leaf is and how to drop it.
+  assert path in str(info.value), str(info.value)
+  assert 'eqx.filter' in str(info.value), str(info.value)
