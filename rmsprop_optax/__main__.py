@@ -9,7 +9,7 @@ import sys
 # Each subcommand lives in its own module with a ``main(argv) -> int``; they are
 # imported lazily so ``--help`` does not pay for JAX, PyTorch or Flax.
 _COMMANDS = {
-  'demo': ('rmsprop_optax.demos.cli', 'train the seed applications and plot the curves'),
+  'demo': ('rmsprop_optax.demos.cli', 'run the toy problems and applications, plot the curves'),
   'bench': ('rmsprop_optax.bench', 'time the step against optax and PyTorch'),
   'parity': ('rmsprop_optax.parity', 'check the presets against the real frameworks'),
 }

@@ -1,4 +1,4 @@
-"""AdaGrad vs RMSprop on a non-stationary gradient sequence (the seeds' example).
+"""AdaGrad vs RMSprop on a non-stationary gradient sequence (the classic example).
 
 The gradient is ``g = 100`` for 100 steps, then ``g = 1`` for 100 steps.
 AdaGrad divides by the root of the *sum* of all squared gradients, which after

@@ -1,6 +1,6 @@
 """Language modelling: a character-level LSTM on the standard library's docstrings.
 
-The seeds' LSTM application (Penn Treebank) needs a download; the docstrings
+RMSprop's classic LSTM benchmark (Penn Treebank) needs a download; the docstrings
 of a fixed list of standard-library modules (module docstrings, then those of
 their public classes and functions in name order) ship with every Python and
 give ~180k characters of English prose with code in it. Characters outside

@@ -18,11 +18,17 @@ LossFn = Callable[[jax.Array], jax.Array]
 
 
 def quadratic(p: jax.Array, *, scale: float = 100.0) -> jax.Array:
-  r"""The ill-conditioned bowl of the seeds: :math:`f(x, y) = x^2 + s\,y^2` (s = 100).
+  r"""The classic ill-conditioned bowl :math:`f(x, y) = x^2 + s\,y^2` (s = 100).
 
   The Hessian is ``diag(2, 2 s)``: condition number ``s``. Gradient descent
-  with step ``lr`` is stable in ``y`` only for ``lr < 1 / s`` (here 0.01, the
-  seeds' learning rate, is exactly the edge: ``y <- y - 0.01 * 200 y = -y``).
+  with step ``lr`` is stable in ``y`` only for ``lr < 1 / s`` (the classic
+  learning rate 0.01 is exactly the edge: ``y <- y - 0.01 * 200 y = -y``).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from rmsprop_optax.demos.functions import quadratic
+    >>> float(quadratic(jnp.array([5.0, -2.0])))  # the classic start
+    425.0
   """
   p = jnp.asarray(p)
   return p[..., 0] ** 2 + scale * p[..., 1] ** 2
@@ -50,7 +56,7 @@ class Problem(NamedTuple):
   ylim: tuple[float, float]
 
 
-# The seeds' setting: start (5, -2), minimum (0, 0).
+# The classic setting: start (5, -2), minimum (0, 0).
 QUADRATIC = Problem(
   name='x^2 + 100 y^2',
   fn=quadratic,

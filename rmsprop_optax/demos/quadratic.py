@@ -1,6 +1,6 @@
-"""SGD vs RMSprop on the seeds' ill-conditioned bowl ``x^2 + 100 y^2`` from (5, -2).
+"""SGD vs RMSprop on the classic ill-conditioned bowl ``x^2 + 100 y^2`` from (5, -2).
 
-Both use learning rate 0.01 (the seeds' setting). For SGD the y-step is
+Both use learning rate 0.01 (the classic setting). For SGD the y-step is
 ``y - 0.01 * 200 y = -y``: exactly on the stability edge ``lr = 2 / L`` of the
 steep direction (curvature ``L = 200``), so y flips between -2 and +2 forever
 and the loss never drops below 400, while x shrinks by 0.98 per step. RMSprop
