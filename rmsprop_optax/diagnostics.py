@@ -21,6 +21,15 @@ def memory_length(decay: Any) -> Any:
   have mean age ``decay / (1 - decay)``; ``1 / (1 - decay)`` is the usual
   rounded figure (decay 0.9: 10 steps; 0.99: 100). ``decay = 1`` gives ``inf``.
 
+  Examples:
+    >>> from rmsprop_optax.diagnostics import memory_length
+    >>> memory_length(0.9)
+    10.0...
+    >>> round(memory_length(0.99))
+    100
+    >>> memory_length(1.0)
+    inf
+
   Raises:
     ValueError: if a concrete ``decay`` is outside [0, 1].
   """
@@ -36,6 +45,15 @@ def find_rms_state(opt_state: optax.OptState) -> RmsState:
 
   Searches chains, ``inject_hyperparams``, ``masked``, ``MultiSteps``,
   ``apply_if_finite`` and any other wrapper state, depth first in tree order.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, rmsprop_optax
+    >>> from rmsprop_optax.diagnostics import find_rms_state
+    >>> opt = optax.chain(optax.clip_by_global_norm(1.0), rmsprop_optax.rmsprop(1e-2, decay=0.9))
+    >>> params = jnp.zeros(2)
+    >>> _, state = opt.update(jnp.array([0.5, 0.1]), opt.init(params), params)
+    >>> print(jnp.round(find_rms_state(state).nu, 6))  # 0.1 * g^2
+    [0.025 0.001]
 
   Raises:
     ValueError: if there is none.
@@ -68,6 +86,18 @@ def effective_learning_rate(
   Returns:
     A tree shaped like the params. Elements whose denominator is exactly zero
     (``eps = 0`` and no gradient seen) give ``inf``.
+
+  Examples:
+    After one step with gradients 0.5 and 0.1 (decay 0.9), ``nu`` is 0.025 and
+    0.001: the coordinate with the smaller gradients gets the larger step size.
+
+    >>> import jax.numpy as jnp, rmsprop_optax
+    >>> from rmsprop_optax.diagnostics import effective_learning_rate
+    >>> opt = rmsprop_optax.rmsprop(1e-2, decay=0.9, eps=1e-8)
+    >>> params = jnp.zeros(2)
+    >>> _, state = opt.update(jnp.array([0.5, 0.1]), opt.init(params), params)
+    >>> print(jnp.round(effective_learning_rate(state, 1e-2, eps=1e-8), 4))
+    [0.0632 0.3162]
   """
   state = find_rms_state(opt_state)
   lr = learning_rate(state.count) if callable(learning_rate) else learning_rate

@@ -41,7 +41,7 @@ from rmsprop_optax._alias import rmsprop
 Params = dict[str, np.ndarray]
 Trajectory = list[Params]
 
-# DESIGN.md: presets reproduce the frameworks within these relative errors.
+# The presets reproduce the frameworks within these relative errors.
 FLOAT32_BOUND = 1e-5
 FLOAT64_BOUND = 1e-10
 BOUNDS = {'float32': FLOAT32_BOUND, 'float64': FLOAT64_BOUND}
@@ -57,6 +57,13 @@ def relative_error(actual: Params, expected: Params) -> float:
 
   The max-norm relative error of each leaf, then the worst leaf. Computed in
   float64 whatever the inputs' dtype.
+
+  Examples:
+    >>> import numpy as np
+    >>> from rmsprop_optax.parity import relative_error
+    >>> ref = {'b': np.array([1.0, -1.0]), 'w': np.array([100.0, 200.0])}
+    >>> relative_error({'b': np.array([1.0, -1.01]), 'w': np.array([100.0, 201.0])}, ref)
+    0.01...
   """
   worst = 0.0
   for k, b in expected.items():
@@ -293,6 +300,15 @@ def float_count(schedule: optax.Schedule) -> optax.Schedule:
   float32 learning rates, 1e-8-relative off the float64 values a float64
   framework computes. Converting the count to the default float dtype first
   (float64 under x64) keeps the schedule in full precision.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from rmsprop_optax.parity import float_count
+    >>> schedule = optax.exponential_decay(1.0, transition_steps=1, decay_rate=0.9)
+    >>> count = jnp.asarray(3, jnp.int32)  # what Optax passes
+    >>> with jax.enable_x64(True):
+    ...   print(schedule(count).dtype, float_count(schedule)(count).dtype)
+    float32 float64
   """
   return lambda count: schedule(jnp.asarray(count, jnp.result_type(float)))
 

@@ -28,6 +28,23 @@ Centered denominators put eps where the plain one does (PyTorch
   JAX. To reproduce a float64 framework run to 1e-10, evaluate the schedule at
   a float count: ``lambda count: schedule(jnp.asarray(count, float))`` (as
   :func:`rmsprop_optax.parity.float_count` does).
+
+Examples:
+  The same call, ``lr = 0.01`` and a first gradient of 1, gives three different
+  first steps: the decay and the initial accumulator differ.
+
+  >>> import jax.numpy as jnp
+  >>> from rmsprop_optax import presets
+  >>> def first_step(opt):
+  ...   params = jnp.zeros(1)
+  ...   updates, _ = opt.update(jnp.ones(1), opt.init(params), params)
+  ...   return round(float(updates[0]), 5)
+  >>> first_step(presets.pytorch(lr=0.01))  # 0.01 / sqrt(0.01): alpha 0.99
+  -0.1
+  >>> first_step(presets.keras(learning_rate=0.01))  # 0.01 / sqrt(0.1): rho 0.9
+  -0.03162
+  >>> first_step(presets.tf1(0.01))  # 0.01 / sqrt(0.9 + 0.1): ms starts at 1
+  -0.01
 """
 
 from __future__ import annotations
