@@ -1,9 +1,9 @@
 """Tier 2: ``rmsprop(...)``, the learning rate, the sign, momentum and decay.
 
-Built as an ``optax.chain`` of Optax's own pieces around the tier-1 rescaling;
-only what Optax lacks is written here (a momentum trace whose coefficient may
-be a schedule and whose buffer follows the accumulator-dtype rule and the
-params' sharding).
+An ``optax.chain`` of Optax's own pieces around the tier-1 rescaling; only what
+Optax lacks is written here: a momentum trace whose coefficient may be a
+schedule and whose buffer follows the mixed-precision policy
+(:mod:`rmsprop_optax._precision`) and the params' sharding.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rmsprop_optax import _checks, _transforms
-
-ScalarOrSchedule = _transforms.ScalarOrSchedule
+from rmsprop_optax import _checks, _precision, _transforms
 
 
 class ScheduledTraceState(NamedTuple):
@@ -28,67 +26,54 @@ class ScheduledTraceState(NamedTuple):
 
 
 def _momentum(
-  momentum: ScalarOrSchedule, nesterov: bool, accumulator_dtype: Any
+  momentum: optax.ScalarOrSchedule,
+  nesterov: bool,
+  accumulator_dtype: jax.typing.DTypeLike | None,
 ) -> optax.GradientTransformation:
-  """``optax.trace`` with a schedulable coefficient and a typed, sharded buffer.
+  """``optax.trace`` with a schedulable coefficient and a buffer that follows the policy.
 
   ``optax.trace`` creates its buffer with ``zeros_like(params)``: bf16 for bf16
   params and unsharded under ``jit``. The update is Optax's own
   (``b = momentum * b + u``; Nesterov ``u + momentum * b``); the buffer is cast
-  back to its dtype after each step so it never drifts.
+  back to its dtype after each step so it never drifts. A scheduled
+  coefficient needs its own step count (:class:`ScheduledTraceState`).
   """
+  scheduled = callable(momentum)
 
-  def make_buffer(params: optax.Params) -> optax.Params:
-    return _transforms.tree_fill_like(params, 0.0, accumulator_dtype, real=False)
-
-  def step(updates: optax.Updates, trace: optax.Params, coefficient: Any) -> tuple[Any, Any]:
-    out, new = optax.trace(decay=coefficient, nesterov=nesterov).update(
-      updates, optax.TraceState(trace=trace)
-    )
-    return out, optax.tree.cast_like(new.trace, trace)
-
-  if callable(momentum):
-
-    def init_scheduled(params: optax.Params) -> ScheduledTraceState:
-      return ScheduledTraceState(count=jnp.zeros([], jnp.int32), trace=make_buffer(params))
-
-    def update_scheduled(
-      updates: optax.Updates, state: ScheduledTraceState, params: optax.Params | None = None
-    ) -> tuple[optax.Updates, ScheduledTraceState]:
-      del params
-      out, trace = step(updates, state.trace, momentum(state.count))
-      return out, ScheduledTraceState(count=optax.safe_increment(state.count), trace=trace)
-
-    return optax.GradientTransformation(init_scheduled, update_scheduled)  # type: ignore[arg-type]
-
-  def init_fn(params: optax.Params) -> optax.TraceState:
-    return optax.TraceState(trace=make_buffer(params))
+  def init_fn(params: optax.Params) -> optax.TraceState | ScheduledTraceState:
+    trace = _precision.init_state(params, 0.0, accumulator_dtype, real=False)
+    if scheduled:
+      return ScheduledTraceState(count=jnp.zeros([], jnp.int32), trace=trace)
+    return optax.TraceState(trace=trace)
 
   def update_fn(
-    updates: optax.Updates, state: optax.TraceState, params: optax.Params | None = None
-  ) -> tuple[optax.Updates, optax.TraceState]:
+    updates: optax.Updates,
+    state: Any,
+    params: optax.Params | None = None,
+  ) -> tuple[optax.Updates, optax.TraceState | ScheduledTraceState]:
     del params
-    out, trace = step(updates, state.trace, momentum)
+    beta = momentum(state.count) if scheduled else momentum  # type: ignore[operator]
+    out, new = optax.trace(decay=beta, nesterov=nesterov).update(
+      updates, optax.TraceState(trace=state.trace)
+    )
+    trace = optax.tree.cast_like(new.trace, state.trace)
+    if scheduled:
+      return out, ScheduledTraceState(count=optax.safe_increment(state.count), trace=trace)
     return out, optax.TraceState(trace=trace)
 
-  return optax.GradientTransformation(init_fn, update_fn)  # type: ignore[arg-type]
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _times(a: ScalarOrSchedule, b: ScalarOrSchedule) -> ScalarOrSchedule:
+def _times(a: optax.ScalarOrSchedule, b: optax.ScalarOrSchedule) -> optax.ScalarOrSchedule:
   """``a * b`` for numbers or schedules (a schedule if either is one)."""
   if not callable(a) and not callable(b):
-    return a * b  # type: ignore[operator]
+    return a * b
   fa = a if callable(a) else (lambda count: a)
   fb = b if callable(b) else (lambda count: b)
   return lambda count: fa(count) * fb(count)
 
 
-def _validate(
-  learning_rate: Any,
-  momentum: Any,
-  nesterov: bool,
-  weight_decay: Any,
-) -> None:
+def _validate(learning_rate: Any, momentum: Any, nesterov: bool, weight_decay: Any) -> None:
   _checks.check_range('learning_rate', learning_rate, low=0.0)
   if momentum is not None:
     _checks.check_range('momentum', momentum, low=0.0, high=1.0, high_inclusive=False)
@@ -96,27 +81,28 @@ def _validate(
     raise ValueError(
       f'rmsprop: nesterov=True needs a nonzero `momentum`, got momentum={momentum!r}'
     )
-  _checks.check_range('weight_decay', weight_decay, low=0.0)
+  if weight_decay is not None:
+    _checks.check_range('weight_decay', weight_decay, low=0.0)
 
 
 def rmsprop(
-  learning_rate: ScalarOrSchedule,
-  decay: ScalarOrSchedule = 0.9,
+  learning_rate: optax.ScalarOrSchedule,
+  decay: optax.ScalarOrSchedule = 0.9,
   eps: jax.typing.ArrayLike = 1e-8,
   *,
-  momentum: ScalarOrSchedule | None = None,
+  momentum: optax.ScalarOrSchedule | None = None,
   nesterov: bool = False,
   centered: bool = False,
-  mean_decay: ScalarOrSchedule | None = None,
+  mean_decay: optax.ScalarOrSchedule | None = None,
   bias_correction: bool = False,
   eps_in_sqrt: bool = True,
   initial_scale: jax.typing.ArrayLike = 0.0,
   lr_in_momentum: bool = True,
-  weight_decay: ScalarOrSchedule = 0.0,
+  weight_decay: optax.ScalarOrSchedule | None = None,
   decoupled_weight_decay: bool = False,
-  weight_decay_mask: Any = None,
+  weight_decay_mask: optax.MaskOrFn = None,
   maximize: bool = False,
-  accumulator_dtype: Any = None,
+  accumulator_dtype: jax.typing.DTypeLike | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""RMSprop in every variant: momentum, Nesterov, centered, bias correction, decay.
 
@@ -124,7 +110,7 @@ def rmsprop(
   before the increment, as in Optax):
 
   1. ``maximize``: ``g = -g``.
-  2. coupled L2 (``weight_decay > 0``, not decoupled): ``g = g + wd * param``.
+  2. coupled L2 (``weight_decay`` given, not decoupled): ``g = g + wd * param``.
   3. ``s`` = :func:`scale_by_rms` or :func:`scale_by_centered_rms` of ``g``.
   4. momentum ``beta`` (``None`` or 0: no buffer):
 
@@ -155,7 +141,13 @@ def rmsprop(
       (False: PyTorch).
     initial_scale: initial value of the squared-gradient average (TF1: 1).
     lr_in_momentum: where the learning rate goes; see step 4.
-    weight_decay: decay coefficient (float or schedule); 0 for none.
+    weight_decay: decay coefficient (float or schedule). ``None`` (the
+      default) or a Python 0 adds no decay step, so ``update`` needs no
+      ``params``; this survives ``optax.inject_hyperparams``, which leaves
+      ``None`` alone. Any other value, including a 0 that
+      ``inject_hyperparams`` turns into an array, keeps the step (its
+      coefficient can then be changed in the state) and ``update`` needs
+      ``params``.
     decoupled_weight_decay: step 5 (``lr * wd * param``) instead of step 2.
     weight_decay_mask: a tree of bools, or a callable ``params -> tree``, that
       selects the leaves to decay (both forms of decay).
@@ -165,7 +157,7 @@ def rmsprop(
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs`. Its update needs
-    ``params`` when ``weight_decay`` is nonzero. Updates have the gradients'
+    ``params`` when there is a weight-decay step. Updates have the gradients'
     dtype. Find the RMS statistics in its state with
     :func:`rmsprop_optax.find_rms_state`.
 
@@ -191,46 +183,38 @@ def rmsprop(
   _validate(learning_rate, momentum, nesterov, weight_decay)
   has_momentum = momentum is not None and not _checks.is_python_zero(momentum)
   has_decay = weight_decay is not None and not _checks.is_python_zero(weight_decay)
-
-  if centered:
-    rms = _transforms.scale_by_centered_rms(
-      decay,
-      eps,
-      mean_decay=mean_decay,
-      eps_in_sqrt=eps_in_sqrt,
-      initial_scale=initial_scale,
-      bias_correction=bias_correction,
-      accumulator_dtype=accumulator_dtype,
-    )
-  else:
-    if mean_decay is not None:
-      raise ValueError('rmsprop: `mean_decay` is only used with centered=True')
-    rms = _transforms.scale_by_rms(
-      decay,
-      eps,
-      eps_in_sqrt=eps_in_sqrt,
-      initial_scale=initial_scale,
-      bias_correction=bias_correction,
-      accumulator_dtype=accumulator_dtype,
-    )
+  if not centered and mean_decay is not None:
+    raise ValueError('rmsprop: `mean_decay` is only used with centered=True')
 
   parts: list[optax.GradientTransformation] = []
   if maximize:
     parts.append(optax.scale(-1.0))
   if has_decay and not decoupled_weight_decay:
     parts.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
-  parts.append(rms)
+  parts.append(
+    _transforms._scale_by_rms(
+      name='rmsprop',
+      centered=centered,
+      decay=decay,
+      eps=eps,
+      mean_decay=mean_decay,
+      eps_in_sqrt=eps_in_sqrt,
+      initial_scale=initial_scale,
+      bias_correction=bias_correction,
+      accumulator_dtype=accumulator_dtype,
+      check_gradients=False,  # checked once, below, before anything can promote them
+    )
+  )
+  lr = optax.scale_by_learning_rate(learning_rate, flip_sign=False)
   if has_momentum:
-    assert momentum is not None
-    lr = optax.scale_by_learning_rate(learning_rate, flip_sign=False)
-    trace = _momentum(momentum, nesterov, accumulator_dtype)
+    trace = _momentum(momentum, nesterov, accumulator_dtype)  # type: ignore[arg-type]
     parts += [lr, trace] if lr_in_momentum else [trace, lr]
   else:
-    parts.append(optax.scale_by_learning_rate(learning_rate, flip_sign=False))
+    parts.append(lr)
   if has_decay and decoupled_weight_decay:
-    parts.append(optax.add_decayed_weights(_times(learning_rate, weight_decay), weight_decay_mask))
+    parts.append(optax.add_decayed_weights(_times(learning_rate, weight_decay), weight_decay_mask))  # type: ignore[arg-type]
   parts.append(optax.scale(-1.0))
-  inner = optax.chain(*parts)
+  chain = optax.chain(*parts)
 
   def update_fn(
     updates: optax.Updates,
@@ -239,16 +223,14 @@ def rmsprop(
     **extra_args: Any,
   ) -> tuple[optax.Updates, optax.OptState]:
     del extra_args
-    # Before maximize or coupled decay can promote integer gradients to float.
+    # Before maximize or coupled decay could promote integer gradients to float.
     _checks.check_float_updates(updates, 'rmsprop')
     if has_decay and params is None:
-      raise ValueError('rmsprop: `params` must be passed to update() when weight_decay is nonzero')
-    # Mixed precision: 16-bit gradients run through the chain in float32 (the
-    # state's precision) and are rounded once, at the end. Rounding after the
-    # rescaling instead would lose the lr * s product's precision and can
-    # overflow float16 (g / sqrt(eps) > 65504 before the learning rate).
-    wide = jax.tree.map(lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)), updates)
-    out, new_state = inner.update(wide, state, params)
-    return optax.tree.cast_like(out, updates), new_state
+      raise ValueError(
+        'rmsprop: `params` must be passed to update() when there is a weight-decay step '
+        f'(weight_decay={weight_decay!r})'
+      )
+    out, state = chain.update(_precision.widen(updates), state, params)
+    return optax.tree.cast_like(out, updates), state
 
-  return optax.GradientTransformationExtraArgs(inner.init, update_fn)
+  return optax.GradientTransformationExtraArgs(chain.init, update_fn)

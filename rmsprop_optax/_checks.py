@@ -136,3 +136,23 @@ def check_float_updates(updates: Any, what: str) -> None:
         f'{what}: gradients must be floating point or complex, got dtype '
         f'{dtype} at {_path_str(path)}'
       )
+
+
+def check_array_leaves(params: Any, what: str) -> None:
+  """Raises ``TypeError`` naming the first leaf of ``params`` that is not an array.
+
+  An Equinox model holds functions and other Python objects beside its
+  arrays; without this, ``init`` fails deep inside JAX with "Cannot determine
+  dtype of <custom_jvp ...>".
+  """
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    if isinstance(leaf, (jax.Array, np.ndarray, np.generic, numbers.Number)):
+      continue
+    if hasattr(leaf, 'shape') and hasattr(leaf, 'dtype'):  # e.g. jax.ShapeDtypeStruct
+      continue
+    raise TypeError(
+      f'{what}: params must be a tree of arrays, but the leaf at {_path_str(path)} is '
+      f'{type(leaf).__name__} ({leaf!r:.80}). Pass only the arrays: for an Equinox module, '
+      f'`opt.init(eqx.filter(model, eqx.is_array))` (and filter the gradients the same '
+      f'way, as `eqx.filter_grad` does); elsewhere, replace non-array leaves with None.'
+    )

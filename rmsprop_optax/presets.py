@@ -57,7 +57,6 @@ from typing import Any
 import optax
 
 from rmsprop_optax._alias import rmsprop
-from rmsprop_optax._transforms import ScalarOrSchedule
 
 __all__ = ('dqn_nature', 'graves2013', 'keras', 'lasagne', 'pytorch', 'tf1', 'timm_tf')
 
@@ -79,7 +78,7 @@ def _framework_names(**names: str) -> Iterator[None]:
 
 
 def pytorch(
-  lr: ScalarOrSchedule = 1e-2,
+  lr: optax.ScalarOrSchedule = 1e-2,
   alpha: float = 0.99,
   eps: float = 1e-8,
   weight_decay: float = 0.0,
@@ -116,7 +115,7 @@ def pytorch(
 
 
 def keras(
-  learning_rate: ScalarOrSchedule = 1e-3,
+  learning_rate: optax.ScalarOrSchedule = 1e-3,
   rho: float = 0.9,
   momentum: float = 0.0,
   epsilon: float = 1e-7,
@@ -151,14 +150,14 @@ def keras(
       momentum=momentum,
       lr_in_momentum=True,
       centered=centered,
-      weight_decay=0.0 if weight_decay is None else weight_decay,
+      weight_decay=weight_decay,
       decoupled_weight_decay=True,
       weight_decay_mask=weight_decay_mask,
     )
 
 
 def tf1(
-  learning_rate: ScalarOrSchedule,
+  learning_rate: optax.ScalarOrSchedule,
   decay: float = 0.9,
   momentum: float = 0.0,
   epsilon: float = 1e-10,
@@ -189,7 +188,7 @@ def tf1(
 
 
 def timm_tf(
-  lr: ScalarOrSchedule = 1e-2,
+  lr: optax.ScalarOrSchedule = 1e-2,
   alpha: float = 0.9,
   eps: float = 1e-10,
   weight_decay: float = 0.0,
@@ -225,7 +224,7 @@ def timm_tf(
 
 
 def graves2013(
-  learning_rate: ScalarOrSchedule = 1e-4,
+  learning_rate: optax.ScalarOrSchedule = 1e-4,
   decay: float = 0.95,
   momentum: float = 0.9,
   eps: float = 1e-4,
@@ -247,7 +246,7 @@ def graves2013(
 
 
 def dqn_nature(
-  learning_rate: ScalarOrSchedule = 2.5e-4,
+  learning_rate: optax.ScalarOrSchedule = 2.5e-4,
   decay: float = 0.95,
   eps: float = 0.01,
 ) -> optax.GradientTransformationExtraArgs:
@@ -264,7 +263,7 @@ def dqn_nature(
 
 
 def lasagne(
-  learning_rate: ScalarOrSchedule = 1.0,
+  learning_rate: optax.ScalarOrSchedule = 1.0,
   rho: float = 0.9,
   epsilon: float = 1e-6,
 ) -> optax.GradientTransformationExtraArgs:

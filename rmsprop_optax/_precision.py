@@ -1,0 +1,84 @@
+"""Mixed precision: the one place that decides every dtype.
+
+The policy, for a parameter of dtype ``p`` and a gradient of dtype ``g``:
+
+- **State** (``nu``, ``mu``, the momentum buffer): ``accumulator_dtype`` if
+  given, else float32 for float16 and bfloat16 params, else ``p``. 16-bit
+  accumulators lose the small ``(1 - decay) * g**2`` increments and stall
+  (https://github.com/google-deepmind/optax/issues/1552). Second moments are
+  real even for complex params. The state keeps its dtype across steps.
+- **Arithmetic**: in the state's dtype widened to at least float32.
+- **Output**: the gradient's dtype ``g``. :func:`rmsprop_optax.rmsprop` runs
+  its whole chain in at least float32 and rounds once, at the end: rounding
+  after the rescaling instead would lose the ``lr * s`` product's precision and
+  can overflow float16 (``g / sqrt(eps)`` exceeds 65504 before the learning
+  rate brings it down).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+_SIXTEEN_BIT_FLOATS = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
+
+
+def state_dtype(
+  param_dtype: jax.typing.DTypeLike, accumulator_dtype: jax.typing.DTypeLike | None, *, real: bool
+) -> jnp.dtype:
+  """The dtype of an accumulator for a parameter of ``param_dtype``.
+
+  ``real=True`` is for second moments; otherwise a complex param gets a complex
+  accumulator of the chosen precision.
+  """
+  param_dtype = jnp.dtype(param_dtype)
+  if accumulator_dtype is not None:
+    dtype = jnp.dtype(accumulator_dtype)
+  elif param_dtype in _SIXTEEN_BIT_FLOATS:
+    dtype = jnp.dtype(jnp.float32)
+  else:
+    dtype = param_dtype
+  if not jnp.issubdtype(dtype, jnp.inexact):
+    raise TypeError(
+      f'accumulators must be floating point, got {dtype} (param dtype '
+      f'{param_dtype}, accumulator_dtype={accumulator_dtype!r})'
+    )
+  real_dtype = jnp.finfo(dtype).dtype
+  if not real and jnp.issubdtype(param_dtype, jnp.complexfloating):
+    return jnp.result_type(real_dtype, jnp.complex64)
+  return real_dtype
+
+
+def compute_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
+  """Arithmetic precision for values stored as ``dtype``: at least float32."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def init_state(
+  params: optax.Params, value: Any, accumulator_dtype: jax.typing.DTypeLike | None, *, real: bool
+) -> optax.Params:
+  """A state tree filled with ``value``: the params' shapes and sharding, the policy's dtypes.
+
+  Outside ``jit`` ``jnp.full_like`` keeps a concrete array's sharding. Under
+  ``jit`` a constant has no data dependence on the param, so XLA's sharding
+  propagation leaves it replicated on Auto-axis meshes (what happens to
+  ``optax.rmsprop``'s state). Selecting between two copies of ``value`` on a
+  predicate computed from the param gives the propagation a path to follow and
+  is exact for every input, NaN and inf included.
+  """
+
+  def fill(p: Any) -> jax.Array:
+    dtype = state_dtype(jnp.result_type(p), accumulator_dtype, real=real)
+    if isinstance(p, jax.core.Tracer):
+      return jnp.where(jnp.isnan(p), value, value).astype(dtype)
+    return jnp.full_like(p, value, dtype=dtype)
+
+  return jax.tree.map(fill, params)
+
+
+def widen(updates: optax.Updates) -> optax.Updates:
+  """Gradients in at least float32, for a chain that rounds once at the end."""
+  return jax.tree.map(lambda g: g.astype(compute_dtype(g.dtype)), updates)
