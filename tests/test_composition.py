@@ -1,8 +1,7 @@
 """``rmsprop`` inside the rest of Optax: chain, inject_hyperparams, MultiSteps, masked, apply_if_finite.
 
 References: the same optimizer driven by hand (clipping applied to the
-gradients first, accumulated gradients averaged by hand, and so on), and the
-float64 NumPy reference in ``tests/reference.py``.
+gradients first, accumulated gradients averaged by hand, and so on).
 """
 
 from __future__ import annotations

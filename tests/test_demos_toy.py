@@ -1,7 +1,7 @@
 """Tests for the toy demos: test functions, trajectory runner, plotting, demo modules.
 
 References are float64 NumPy written from the equations (closed-form
-gradients, gradient descent, AdaGrad's sum, RMSprop via ``tests/reference.py``).
+gradients, gradient descent, AdaGrad's sum, RMSprop via ``_harness.RmspropReference``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _harness import RmspropReference
+from _harness import trajectory as reference_trajectory
 
 import rmsprop_optax
 from rmsprop_optax.demos import adagrad_vs_rmsprop, functions, quadratic, rosenbrock, trajectory
-from tests.reference import RmspropReference
 
 # float32 arithmetic against float64 references.
 F32_RTOL = 1e-5
@@ -95,13 +96,9 @@ def test_run_trajectory_rmsprop_matches_reference(x64):
   opt = rmsprop_optax.rmsprop(0.01, decay=0.9, eps=1e-8)
   tr = trajectory.run_trajectory(opt, functions.rosenbrock, (-1.5, 2.0), steps, dtype=jnp.float64)
   ref = RmspropReference(learning_rate=0.01, decay=0.9, eps=1e-8)
-  p = {'p': np.array([-1.5, 2.0])}
-  ref.init(p)
-  expected = [p['p']]
-  for _ in range(steps):
-    u = ref.update({'p': _rosenbrock_grad_np(p['p'])}, p)
-    p = {'p': p['p'] + u['p']}
-    expected.append(p['p'])
+  start = {'p': np.array([-1.5, 2.0])}
+  path = reference_trajectory(ref, start, lambda p, t: {'p': _rosenbrock_grad_np(p['p'])}, steps)
+  expected = [start['p']] + [p['p'] for p in path]
   np.testing.assert_allclose(tr.path, np.array(expected), rtol=F64_RTOL, atol=F64_RTOL)
 
 
@@ -127,20 +124,20 @@ def test_make_runner_vmaps_over_a_loss_argument():
     np.testing.assert_allclose(paths[i, -1, 0], expected_x, rtol=F32_RTOL)
 
 
-def test_feed_gradients_seed_worked_example():
-  """The seeds' example: lr 0.01, decay 0.9, eps 1e-8, gradients 1, 0.1, 0.01."""
+def test_feed_gradients_classic_worked_example():
+  """The classic worked example: lr 0.01, decay 0.9, eps 1e-8, gradients 1, 0.1, 0.01."""
   g = np.array([1.0, 0.1, 0.01])
   run = trajectory.feed_gradients(
     rmsprop_optax.rmsprop(0.01, decay=0.9, eps=1e-8), jnp.asarray(g, jnp.float32), jnp.zeros(())
   )
-  # Reference, from the equations in float64: v = 0.1, 0.091, 0.08191.
-  v = np.zeros(3)
-  prev = 0.0
-  for i in range(3):
-    prev = 0.9 * prev + 0.1 * g[i] ** 2
-    v[i] = prev
+  # Reference, the float64 equations: v = 0.1, 0.091, 0.08191.
+  ref = RmspropReference(learning_rate=0.01, decay=0.9, eps=1e-8)
+  params, v, theta = {'theta': np.zeros(())}, [], []
+  for t, g_t in enumerate(g):
+    params = ref.step(params, {'theta': np.asarray(g_t)}, t)
+    v.append(float(ref.nu['theta']))
+    theta.append(float(params['theta']))
   np.testing.assert_allclose(v, [0.1, 0.091, 0.08191], rtol=1e-12)
-  theta = np.cumsum(-0.01 * g / np.sqrt(v + 1e-8))
   np.testing.assert_allclose(theta, [-0.0316228, -0.0349377, -0.0352871], atol=5e-8)
   np.testing.assert_allclose(rmsprop_optax.find_rms_state(run.states).nu, v, rtol=F32_RTOL)
   np.testing.assert_allclose(np.cumsum(run.updates), theta, rtol=F32_RTOL)
@@ -257,11 +254,14 @@ def _adagrad_reference(g, lr, initial=0.1, eps=1e-7):
 
 
 def _rmsprop_reference(g, lr, decay, eps=1e-8):
+  """nu after each step (the reference's state) and the effective rate lr / sqrt(nu + eps)."""
+  ref = RmspropReference(learning_rate=lr, decay=decay, eps=eps)
+  zero = {'x': np.zeros(())}
+  ref.init(zero)
   nu = np.zeros(len(g))
-  prev = 0.0
-  for i, gi in enumerate(g.astype(np.float64)):
-    prev = decay * prev + (1 - decay) * gi**2
-    nu[i] = prev
+  for i, g_i in enumerate(g.astype(np.float64)):
+    ref.update({'x': np.asarray(g_i)}, zero)
+    nu[i] = ref.nu['x']
   return nu, lr / np.sqrt(nu + eps)
 
 

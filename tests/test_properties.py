@@ -9,9 +9,10 @@ eager dispatch reuses its compiled kernels) and every float dtype.
 Invariants, all dtypes: updates finite and in the param dtype, state dtypes
 unchanged across steps, ``nu >= 0``.
 
-Against ``tests/reference.py`` (``RmspropReference``, float64 NumPy from
-DESIGN.md): the reference is given the same gradients and, each step, the same
-params (so params do not drift apart and only the optimizer is compared).
+Against ``_harness.RmspropReference`` (float64 NumPy from the update
+equations): the reference is given the same gradients and, each step, the same
+params (so params do not drift apart and only the optimizer is compared). The
+error is ``_harness.max_rel_error`` of each step's updates, the worst step.
 
 - float64 (x64): ``|ours - ref| <= F64_RTOL * max|ref|`` per leaf. Rounding is
   ``u = 2**-53 ~ 1.1e-16`` per operation; the worst amplification in the drawn
@@ -33,13 +34,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _harness import RmspropReference, max_rel_error, to_f64
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reference import RmspropReference
 
 import rmsprop_optax
 
+# Steps per example: enough for momentum, bias correction and the moving
+# averages to act, few enough for MAX_EXAMPLES examples per test.
 STEPS = 6
+# Tolerances, derived in the module docstring.
 F64_RTOL = 1e-6
 F64_RTOL_WELL_CONDITIONED = 1e-12
 F32_RTOL = 5e-4
@@ -85,13 +89,12 @@ def _run(cfg, shapes, dtype, seed, scale, mask):
   opt = rmsprop_optax.rmsprop(**cfg, weight_decay_mask=wd_mask)
   ref = RmspropReference(**cfg, weight_decay_mask=wd_mask)
   state = opt.init(params)
-  ref.init({k: np.asarray(v, np.float64) for k, v in params.items()})
+  ref.init(to_f64(params))
   dtypes0 = [x.dtype for x in jax.tree.leaves(state)]
   steps = []
   for _ in range(STEPS):
     grads = {k: jnp.asarray(scale * rng.normal(size=s), dtype) for k, s in shapes.items()}
-    p64 = {k: np.asarray(v, np.float64) for k, v in params.items()}
-    expected = ref.update({k: np.asarray(v, np.float64) for k, v in grads.items()}, p64)
+    expected = ref.update(to_f64(grads), to_f64(params))
     updates, state = opt.update(grads, state, params)
     assert [x.dtype for x in jax.tree.leaves(state)] == dtypes0
     for k, u in updates.items():
@@ -106,16 +109,8 @@ def _run(cfg, shapes, dtype, seed, scale, mask):
 
 
 def _max_rel(steps):
-  worst = 0.0
-  for ours, ref in steps:
-    for k in ref:
-      r = np.asarray(ref[k], np.float64)
-      scale = np.max(np.abs(r))
-      if scale == 0:
-        assert np.all(np.asarray(ours[k]) == 0)
-        continue
-      worst = max(worst, float(np.max(np.abs(np.asarray(ours[k], np.float64) - r)) / scale))
-  return worst
+  """The worst step's error; an all-zero reference update must be exactly zero."""
+  return max_rel_error([ours for ours, _ in steps], [ref for _, ref in steps])
 
 
 COMMON = dict(

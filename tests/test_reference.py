@@ -1,8 +1,10 @@
 """``rmsprop(...)`` against the float64 NumPy reference, every option combination.
 
-Reference: ``tests/reference.py`` (written from DESIGN.md's equations, no code
-shared with the package). Each case runs ``STEPS`` steps under ``jit`` with a
-``lax.scan`` and compares the parameter trajectory step by step.
+Reference: ``_harness.RmspropReference`` (written from the update equations, no
+code shared with the package). Each case runs ``STEPS`` steps under ``jit`` with
+a ``lax.scan`` and compares the parameter trajectory; metric
+``_harness.max_rel_error`` over the stacked trajectory, bounds
+``_harness.BOUNDS``.
 """
 
 from __future__ import annotations
@@ -10,36 +12,24 @@ from __future__ import annotations
 import itertools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from reference import RmspropReference
+from _harness import FLOAT32_BOUND, FLOAT64_BOUND, RmspropReference, max_rel_error, schedule_pair
+from _harness import trajectory as reference_trajectory
 
 import rmsprop_optax
 
+# Long enough for the sign flips of make_problem (every 50 steps) and the
+# schedules below to matter; shorter than the parity runs, as this file runs
+# ~150 configurations.
 STEPS = 200
-RTOL_F64 = 1e-10  # float64 vs float64 reference: rounding only.
-RTOL_F32 = 1e-5  # float32 vs float64 reference over 200 steps.
 
 LR = 1e-2
 SHAPES = {'w': (3, 4), 'b': (5,), 's': ()}
 
-
-def lr_schedule(count):
-  return LR * (1.0 + 0.5 * jnp.cos(0.1 * count))
-
-
-def decay_schedule(count):
-  return 0.9 + 0.05 * jnp.sin(0.05 * count)
-
-
-def np_lr_schedule(count):
-  return LR * (1.0 + 0.5 * np.cos(0.1 * count))
-
-
-def np_decay_schedule(count):
-  return 0.9 + 0.05 * np.sin(0.05 * count)
+lr_schedule, np_lr_schedule = schedule_pair(lambda c, xp: LR * (1.0 + 0.5 * xp.cos(0.1 * c)))
+decay_schedule, np_decay_schedule = schedule_pair(lambda c, xp: 0.9 + 0.05 * xp.sin(0.05 * c))
 
 
 def make_problem(seed: int, dtype, zero_first: bool = False):
@@ -86,29 +76,9 @@ def run_ours(opt, params, grads):
 
 
 def run_reference(ref: RmspropReference, params, grads):
-  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
-  ref.init(p)
-  out = {k: np.zeros((STEPS, *v.shape)) for k, v in p.items()}
-  for t in range(STEPS):
-    g = {k: np.asarray(v[t], np.float64) for k, v in grads.items()}
-    u = ref.update(g, p)
-    p = {k: p[k] + u[k] for k in p}
-    for k in p:
-      out[k][t] = p[k]
-  return out
-
-
-def max_rel_error(ours, ref) -> float:
-  """Max over leaves of max|ours - ref| / max|ref|, each max over the whole trajectory.
-
-  Normalising by the leaf's largest value (not element by element) keeps a
-  parameter that crosses zero from turning an absolute 1e-9 into a huge ratio.
-  """
-  worst = 0.0
-  for k in ref:
-    diff = np.max(np.abs(ours[k].astype(np.float64) - ref[k]))
-    worst = max(worst, float(diff / max(np.max(np.abs(ref[k])), 1e-30)))
-  return worst
+  """The reference's params after each step, stacked like ``run_ours``'s."""
+  steps = reference_trajectory(ref, params, lambda p, t: {k: v[t] for k, v in grads.items()}, STEPS)
+  return {k: np.stack([p[k] for p in steps]) for k in params}
 
 
 def check(kwargs: dict, ref_kwargs: dict, dtype, seed: int = 0) -> float:
@@ -118,8 +88,9 @@ def check(kwargs: dict, ref_kwargs: dict, dtype, seed: int = 0) -> float:
   params, grads = make_problem(seed, dtype, zero_first)
   ours = run_ours(rmsprop_optax.rmsprop(**kwargs), params, grads)
   ref = run_reference(RmspropReference(**ref_kwargs), params, grads)
+  # Normalised by each leaf's largest value over the whole trajectory.
   err = max_rel_error(ours, ref)
-  tol = RTOL_F64 if dtype == np.float64 else RTOL_F32
+  tol = FLOAT64_BOUND if dtype == np.float64 else FLOAT32_BOUND
   assert err <= tol, f'max relative error {err:.3e} > {tol:.0e} for {kwargs}'
   return err
 
@@ -192,8 +163,7 @@ def test_extra_options_match_reference(extra, base, dtype, x64):
 @pytest.mark.parametrize('lr_in_momentum', [True, False])
 def test_momentum_and_weight_decay_schedules_match_reference(lr_in_momentum, x64):
   """Every schedulable hyperparameter at once, read with the pre-increment count."""
-  mom = lambda c: 0.5 + 0.4 * (1 - jnp.exp(-0.05 * c))
-  np_mom = lambda c: 0.5 + 0.4 * (1 - np.exp(-0.05 * c))
+  mom, np_mom = schedule_pair(lambda c, xp: 0.5 + 0.4 * (1 - xp.exp(-0.05 * c)))
   wd = lambda c: 0.01 * (1 + (c % 7))
   kw = dict(
     learning_rate=lr_schedule, decay=decay_schedule, momentum=mom, lr_in_momentum=lr_in_momentum
@@ -219,7 +189,7 @@ def test_mean_decay_differs_from_decay(x64):
 
 
 def test_lr_placement_differs_only_under_a_schedule(x64):
-  """DESIGN: with a constant lr the two placements agree; with a schedule they differ."""
+  """With a constant lr the two placements agree; with a schedule they differ."""
   params, grads = make_problem(3, np.float64)
   runs = {}
   for lr_name, lr in (('const', LR), ('sched', lr_schedule)):

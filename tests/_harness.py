@@ -1,0 +1,265 @@
+"""What the test files share: the error metric, the tolerance bounds, the float64 reference.
+
+- :func:`max_rel_error`: the one relative-error metric of the suite.
+- The bounds and step counts of the numeric comparisons (each constant says
+  what it bounds and why).
+- :class:`RmspropReference`: the float64 NumPy reference of ``rmsprop(...)``,
+  written from the update equations, one line per equation. It imports nothing
+  from ``rmsprop_optax``; :func:`rms_outputs` runs it as the tier-1 transforms
+  (``scale_by_rms`` / ``scale_by_centered_rms``).
+- Shared cases: :func:`trajectory` (runs this reference or one of
+  ``framework_refs``), :func:`schedule_pair` (a schedule in JAX and the same in
+  NumPy), :func:`to_f64`, :func:`bits` (bit-for-bit comparisons).
+
+Imported by test files and by the subprocess workers (``_sharding_worker.py``),
+so it needs no pytest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = dict[str, np.ndarray]
+Rate = float | Callable[[int], float]
+
+# -- bounds ---------------------------------------------------------------------
+
+# Largest max_rel_error of a float32 run against a float64 reference (a framework
+# or RmspropReference): rounding of ~6e-8 per operation, accumulated over up to
+# LONG_STEPS steps of moving averages and momentum, stays well below 1e-5.
+FLOAT32_BOUND = 1e-5
+# The same for float64 against float64: rounding only (~1.1e-16 per operation),
+# with room for a different operation order and for accumulation over LONG_STEPS.
+FLOAT64_BOUND = 1e-10
+BOUNDS = {'float32': FLOAT32_BOUND, 'float64': FLOAT64_BOUND}
+# Steps of every parity case: learning-rate schedules change the rate all along
+# the run, and the accumulators (memory 1 / (1 - decay): 10 to 100 steps at
+# decay 0.9 to 0.99) and momentum buffers reach their steady state.
+PARITY_STEPS = 300
+# The hardest configurations also run this long: presets reproduce their
+# framework over 1,000 steps, where float32 rounding has most time to accumulate.
+LONG_STEPS = 1000
+# Contrast tests: a wrong convention (eps placement, lr placement, weight decay
+# form, initial accumulator) must miss the reference by more than CONTRAST
+# after CONTRAST_STEPS steps: 10x FLOAT32_BOUND, so no bound could hide it.
+CONTRAST = 1e-4
+CONTRAST_STEPS = 100
+
+
+# -- the metric -----------------------------------------------------------------
+
+
+def max_rel_error(actual: Any, expected: Any) -> float:
+  """``max|actual - expected| / max|expected|`` per leaf, the worst leaf; float64.
+
+  Normalised by the leaf's largest magnitude, not element by element, so an
+  element that crosses zero does not turn an absolute 1e-9 into a huge ratio.
+  A leaf whose expected value is all zero must be exactly zero (error 0, else
+  inf). ``actual`` and ``expected`` are pytrees of the same structure: pass a
+  list of per-step trees to normalise each step by its own scale (the parity
+  tests' trajectory error), or stacked trajectories to normalise by the scale
+  of the whole run.
+  """
+  a_leaves, a_def = jax.tree.flatten(actual)
+  e_leaves, e_def = jax.tree.flatten(expected)
+  assert a_def == e_def, f'different trees: {a_def} vs {e_def}'
+  worst = 0.0
+  for a, e in zip(a_leaves, e_leaves):
+    a = np.asarray(a, np.float64)
+    e = np.asarray(e, np.float64)
+    scale = float(np.max(np.abs(e), initial=0.0))
+    diff = float(np.max(np.abs(a - e), initial=0.0))
+    if scale == 0.0:
+      worst = max(worst, 0.0 if diff == 0.0 else float('inf'))
+    else:
+      worst = max(worst, diff / scale)
+  return worst
+
+
+# -- shared cases ---------------------------------------------------------------
+
+
+def to_f64(tree: dict[str, Any]) -> Params:
+  """A dict of arrays as float64 NumPy (complex stays complex128)."""
+  return {
+    k: np.asarray(v, np.complex128 if np.iscomplexobj(v) else np.float64) for k, v in tree.items()
+  }
+
+
+def bits(tree: Any) -> list[np.ndarray]:
+  """Each leaf's bytes: equal bits means bit for bit (NaN == NaN, -0.0 != 0.0)."""
+  return [np.atleast_1d(np.asarray(x)).view(np.uint8).copy() for x in jax.tree.leaves(tree)]
+
+
+def schedule_pair(formula: Callable[[Any, Any], Any]) -> tuple[Callable, Callable]:
+  """``formula(count, xp)`` as an Optax schedule (``xp = jnp``) and in NumPy (``xp = np``).
+
+  One formula for both sides, so the schedule the optimizer reads and the one
+  the reference reads cannot drift apart.
+  """
+  return (lambda count: formula(count, jnp)), (lambda count: float(formula(count, np)))
+
+
+def trajectory(
+  ref: Any, init: dict[str, Any], grad: Callable[[Params, int], Params], steps: int
+) -> list[Params]:
+  """Runs a reference ``steps`` steps from ``init``; the params after each step.
+
+  ``ref`` is a :class:`RmspropReference` or a ``framework_refs`` class: anything
+  with ``step(params, grads, t)`` returning the new params; ``grad(params, t)``
+  gives the gradient at the 0-based step ``t``.
+  """
+  params = to_f64(init)
+  out = []
+  for t in range(steps):
+    params = ref.step(params, grad(params, t), t)
+    out.append(params)
+  return out
+
+
+# -- the float64 reference of rmsprop(...) --------------------------------------
+
+
+def _value(x: Rate, count: int) -> float:
+  return float(x(count)) if callable(x) else float(x)
+
+
+@dataclass
+class RmspropReference:
+  """``rmsprop(...)`` in float64 on a dict of NumPy arrays, one line per equation.
+
+  Per element, ``t`` the step count after the increment, every schedule read at
+  ``t - 1``::
+
+    g    = -g                                   (maximize)
+    g    = g + wd p                             (coupled weight decay, masked)
+    nu   = decay nu + (1 - decay) |g|^2         (nu starts at initial_scale)
+    mu   = md mu + (1 - md) g                   (centered; md = mean_decay or decay)
+    s    = nu / (1 - decay^t)                   (bias correction; mu likewise with md)
+    s    = max(s - |mu|^2, 0)                   (centered)
+    d    = sqrt(s + eps)  or  sqrt(s) + eps     (eps_in_sqrt)
+    x    = g / d, and 0 where d == 0
+    momentum, lr in the buffer:   b = beta b + lr x;  out = b  (Nesterov: lr x + beta b)
+    momentum, lr outside:         b = beta b + x;     out = lr b  (Nesterov: lr (x + beta b))
+    no momentum:                  out = lr x
+    out  = out + lr wd p                        (decoupled weight decay, masked)
+    update = -out
+  """
+
+  learning_rate: Rate
+  decay: Rate = 0.9
+  eps: float = 1e-8
+  momentum: Rate | None = None
+  nesterov: bool = False
+  centered: bool = False
+  mean_decay: float | None = None
+  bias_correction: bool = False
+  eps_in_sqrt: bool = True
+  initial_scale: float = 0.0
+  lr_in_momentum: bool = True
+  weight_decay: Rate = 0.0
+  decoupled_weight_decay: bool = False
+  weight_decay_mask: dict[str, bool] | None = None
+  maximize: bool = False
+  count: int = 0
+  nu: Params = field(default_factory=dict)
+  mu: Params = field(default_factory=dict)
+  buf: Params = field(default_factory=dict)
+
+  def init(self, params: Params) -> None:
+    for k, p in params.items():
+      self.nu[k] = np.full(p.shape, self.initial_scale, np.float64)
+      self.mu[k] = np.zeros(p.shape, np.result_type(p.dtype, np.float64))
+      self.buf[k] = np.zeros(p.shape, np.result_type(p.dtype, np.float64))
+
+  def update(self, grads: Params, params: Params) -> Params:
+    """Returns the updates (to be added to the params) and advances the state."""
+    t = self.count + 1
+    lr = _value(self.learning_rate, self.count)
+    rho = _value(self.decay, self.count)
+    md = rho if self.mean_decay is None else float(self.mean_decay)
+    wd = _value(self.weight_decay, self.count)
+    beta = None if self.momentum is None else _value(self.momentum, self.count)
+    out = {}
+    for k in grads:
+      g = np.asarray(grads[k]).astype(np.result_type(grads[k].dtype, np.float64))
+      p = np.asarray(params[k]).astype(g.dtype)
+      decay_this = self.weight_decay_mask is None or self.weight_decay_mask[k]
+      if self.maximize:
+        g = -g
+      if wd and not self.decoupled_weight_decay and decay_this:
+        g = g + wd * p
+      self.nu[k] = rho * self.nu[k] + (1 - rho) * np.abs(g) ** 2
+      nu_hat = self.nu[k] / (1 - rho**t) if self.bias_correction else self.nu[k]
+      s = nu_hat
+      if self.centered:
+        self.mu[k] = md * self.mu[k] + (1 - md) * g
+        mu_hat = self.mu[k] / (1 - md**t) if self.bias_correction else self.mu[k]
+        s = np.maximum(nu_hat - np.abs(mu_hat) ** 2, 0.0)
+        if self.bias_correction and t == 1 and self.initial_scale == 0.0:
+          # With zero initial moments, nu_hat = g^2 and mu_hat = g at t = 1, so
+          # the variance estimate is exactly 0 (not rounding noise).
+          s = np.zeros_like(s)
+      denom = np.sqrt(s + self.eps) if self.eps_in_sqrt else np.sqrt(s) + self.eps
+      with np.errstate(invalid='ignore', divide='ignore'):
+        scaled = np.where(denom == 0, 0.0, g / np.where(denom == 0, 1.0, denom))
+      if beta:
+        if self.lr_in_momentum:
+          self.buf[k] = beta * self.buf[k] + lr * scaled
+          o = lr * scaled + beta * self.buf[k] if self.nesterov else self.buf[k]
+        else:
+          self.buf[k] = beta * self.buf[k] + scaled
+          o = lr * (scaled + beta * self.buf[k]) if self.nesterov else lr * self.buf[k]
+      else:
+        o = lr * scaled
+      if wd and self.decoupled_weight_decay and decay_this:
+        o = o + lr * wd * p
+      out[k] = -o
+    self.count = t
+    return out
+
+  def step(self, params: Params, grads: Params, t: int) -> Params:
+    """The params after one step (initialises the state at ``t = 0``), for :func:`trajectory`."""
+    if t == 0:
+      self.init(params)
+    assert t == self.count, (t, self.count)
+    updates = self.update(grads, params)
+    return {k: params[k] + updates[k] for k in params}
+
+
+def rms_outputs(
+  grads: Sequence[Any],
+  decay: Rate,
+  eps: float,
+  *,
+  centered: bool = False,
+  mean_decay: float | None = None,
+  eps_in_sqrt: bool = True,
+  initial_scale: float = 0.0,
+  bias_correction: bool = False,
+) -> list[np.ndarray]:
+  """``scale_by_rms`` (``centered``: ``scale_by_centered_rms``) outputs for a gradient sequence.
+
+  :class:`RmspropReference` at learning rate 1 with the sign removed (both
+  exact in floating point): the tier-1 transforms are the alias without lr,
+  momentum, weight decay or sign.
+  """
+  ref = RmspropReference(
+    learning_rate=1.0,
+    decay=decay,
+    eps=eps,
+    centered=centered,
+    mean_decay=mean_decay,
+    eps_in_sqrt=eps_in_sqrt,
+    initial_scale=initial_scale,
+    bias_correction=bias_correction,
+  )
+  zeros = to_f64({'g': np.zeros(np.shape(grads[0]), np.asarray(grads[0]).dtype)})
+  ref.init(zeros)
+  return [-ref.update(to_f64({'g': g}), zeros)['g'] for g in grads]
