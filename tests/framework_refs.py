@@ -1,29 +1,22 @@
 """Float64 NumPy references for frameworks that cannot be installed here.
 
 Each class follows its framework's update in that framework's own arithmetic
-order (REFERENCES.md, and the cited source). Independent of the package: it
+order, from the source file its docstring cites. Independent of the package: it
 imports nothing from ``rmsprop_optax``. Every ``step(params, grads, t)`` takes
 the 0-based step index ``t`` (learning-rate callables are read at ``t``, the
 count before the increment, as the frameworks' schedules are) and returns the
-new parameters; the state lives on the object.
+new parameters; the state lives on the object. ``_harness.trajectory`` runs them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
-
-Params = dict[str, np.ndarray]
-Rate = float | Callable[[int], float]
+from _harness import Params, Rate
+from _harness import to_f64 as _f64
 
 
 def _rate(lr: Rate, t: int) -> float:
   return float(lr(t)) if callable(lr) else float(lr)
-
-
-def _f64(tree: Params) -> Params:
-  return {k: np.asarray(v, np.float64) for k, v in tree.items()}
 
 
 class TF1:
@@ -245,18 +238,3 @@ class Lasagne:
       self.accu[k] = self.rho * self.accu[k] + (1 - self.rho) * g**2
       out[k] = p - (lr * g / np.sqrt(self.accu[k] + self.eps))
     return out
-
-
-def trajectory(
-  ref: TF1 | TimmRMSpropTF | Graves2013 | DQNLua | Lasagne,
-  init: Params,
-  grad: Callable[[Params, int], Params],
-  steps: int,
-) -> list[Params]:
-  """Runs ``ref`` for ``steps`` steps from ``init``; ``grad(params, t)`` gives the gradient."""
-  params = _f64(init)
-  out = []
-  for t in range(steps):
-    params = ref.step(params, grad(params, t), t)
-    out.append(params)
-  return out

@@ -2,7 +2,7 @@
 
 Reference: ``optax.rmsprop`` (always installed) for the passing rows; a
 deliberately wrong transformation for the failing row. Tolerance: the
-``parity.BOUNDS`` the table prints.
+bounds the table prints, which are the test suite's ``_harness.BOUNDS``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import optax
+import pytest
+from _harness import BOUNDS, FLOAT32_BOUND, FLOAT64_BOUND, max_rel_error
 
 from rmsprop_optax import parity
 
@@ -27,7 +30,7 @@ def test_table_for_optax(capsys):
   row = next(line for line in lines if line.startswith('| optax') and 'defaults' in line)
   cells = [c.strip() for c in row.strip('|').split('|')]
   f32, f64, status = float(cells[2]), float(cells[3]), cells[4]
-  assert 0 <= f32 <= parity.FLOAT32_BOUND and 0 <= f64 <= parity.FLOAT64_BOUND
+  assert 0 <= f32 <= FLOAT32_BOUND and 0 <= f64 <= FLOAT64_BOUND
   assert status == 'pass'
   assert '1 passed, 0 failed' in out
 
@@ -49,8 +52,22 @@ def test_a_wrong_preset_fails_the_table():
   )
   rows = parity.run_matrix(['optax'], ['float32'], 20, cases=[wrong])
   assert [r.status for r in rows] == ['FAIL']
-  assert rows[0].errors['float32'] > parity.FLOAT32_BOUND
+  assert rows[0].errors['float32'] > FLOAT32_BOUND
   assert 'FAIL' in parity.format_table(rows, ['float32'])
+
+
+def test_the_table_uses_the_suites_bounds_and_metric():
+  """The CLI's bounds and error are the ones the parity tests assert with."""
+  assert parity.BOUNDS == BOUNDS
+  rng = np.random.default_rng(0)
+  expected = [{'w': rng.normal(size=(3, 2)), 'b': rng.normal(size=2)} for _ in range(4)]
+  actual = [{k: v * (1 + 1e-6 * rng.normal(size=v.shape)) for k, v in e.items()} for e in expected]
+  want = max_rel_error(actual, expected)
+  assert 1e-8 < want < 1e-4
+  assert parity.trajectory_error(actual, expected) == pytest.approx(want, rel=1e-12)
+  assert parity.relative_error(actual[1], expected[1]) == pytest.approx(
+    max_rel_error(actual[1], expected[1]), rel=1e-12
+  )
 
 
 def test_module_entry_point():

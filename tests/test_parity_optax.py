@@ -3,7 +3,7 @@
 Reference: Optax 0.2.8's ``optax.rmsprop`` (learning_rate incl. schedules,
 decay, eps, initial_scale, eps_in_sqrt, centered, momentum, nesterov,
 bias_correction), driven by :mod:`rmsprop_optax.parity`; tolerance:
-``parity.BOUNDS`` (float32 1e-5, float64 1e-10, max relative trajectory error).
+``_harness.BOUNDS`` (float32 1e-5, float64 1e-10, max relative trajectory error).
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ import inspect
 
 import optax
 import pytest
+from _harness import BOUNDS, LONG_STEPS, PARITY_STEPS
 
 from rmsprop_optax import parity, rmsprop
 
-STEPS = 300  # issue 3: >= 300 steps; LONG also runs LONG_STEPS.
-LONG_STEPS = 1000  # DESIGN.md: presets hold over 1,000 steps.
+# Every shared option at once also runs LONG_STEPS.
 LONG = ('everything shared',)
-BOUNDS = {'float32': parity.FLOAT32_BOUND, 'float64': parity.FLOAT64_BOUND}
 
 CASES = {case.name: case for case in parity.optax_cases()}
 
@@ -26,7 +25,7 @@ CASES = {case.name: case for case in parity.optax_cases()}
 @pytest.mark.parametrize('dtype', ['float32', 'float64'])
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_matches_optax_rmsprop(name, dtype):
-  err = parity.measure(CASES[name], dtype, STEPS)
+  err = parity.measure(CASES[name], dtype, PARITY_STEPS)
   assert err <= BOUNDS[dtype], f'{name} {dtype}: max relative error {err:.3e}'
 
 

@@ -1,30 +1,31 @@
 """TF1, timm ``RMSpropTF``, Graves 2013, DQN and Lasagne presets against float64 references.
 
 Reference: :mod:`framework_refs` (float64 NumPy, each framework's update in its
-own arithmetic order, written from REFERENCES.md and the cited sources), run on
+own arithmetic order, written from the framework's source file or paper), run on
 the float64 version of :class:`rmsprop_optax.parity.Regression`. Tolerance:
 float64 runs within ``FLOAT64_BOUND`` and float32 runs within ``FLOAT32_BOUND``
 of the float64 reference (max relative trajectory error, max over steps and
-leaves of ``max|ours - ref| / max|ref|``; ``parity.relative_error``).
+leaves of ``max|ours - ref| / max|ref|``; ``_harness.max_rel_error``).
 Learning rates change every step in most cases, so lr placement matters.
 """
 
 from __future__ import annotations
 
 import framework_refs as refs
-import jax.numpy as jnp
-import numpy as np
 import pytest
+from _harness import (
+  BOUNDS,
+  CONTRAST,
+  CONTRAST_STEPS,
+  FLOAT64_BOUND,
+  LONG_STEPS,
+  PARITY_STEPS,
+  max_rel_error,
+  schedule_pair,
+  trajectory,
+)
 
 from rmsprop_optax import parity, presets, rmsprop
-
-STEPS = 300  # issue 3: >= 300 steps.
-LONG_STEPS = 1000  # DESIGN.md: presets hold over 1,000 steps.
-FLOAT32_BOUND = 1e-5
-FLOAT64_BOUND = 1e-10
-BOUNDS = {'float32': FLOAT32_BOUND, 'float64': FLOAT64_BOUND}
-# A wrong convention must miss the reference by far more than the bound.
-CONTRAST = 1e-4
 
 
 def _cosine(lr0: float, period: int = 50):
@@ -34,14 +35,11 @@ def _cosine(lr0: float, period: int = 50):
   function in NumPy for the reference.
   """
 
-  def optax_schedule(count):
-    c = jnp.asarray(count, jnp.result_type(float))
-    return lr0 * (0.6 + 0.4 * jnp.cos(2 * jnp.pi * c / period))
+  def formula(count, xp):
+    c = xp.asarray(count, xp.result_type(float))
+    return lr0 * (0.6 + 0.4 * xp.cos(2 * xp.pi * c / period))
 
-  def numpy_schedule(t: int) -> float:
-    return lr0 * (0.6 + 0.4 * np.cos(2 * np.pi * t / period))
-
-  return optax_schedule, numpy_schedule
+  return schedule_pair(formula)
 
 
 def _case(preset, ref, kwargs, lr_name=None, lr0=None):
@@ -127,16 +125,17 @@ def _error(ours, reference, dtype, steps, request):
     request.getfixturevalue('x64')
   actual = parity.run_optax(ours(), parity.Regression(dtype), steps)
   problem64 = parity.Regression('float64')
-  expected = refs.trajectory(reference(), problem64.init, problem64.grad, steps)
-  moved = parity.relative_error(expected[-1], problem64.init)
+  expected = trajectory(reference(), problem64.init, problem64.grad, steps)
+  moved = max_rel_error(expected[-1], problem64.init)
   assert moved > 1e-3, f'the parameters barely moved ({moved:.1e}): a vacuous comparison'
-  return parity.trajectory_error(actual, expected)
+  # A list of per-step trees: each step normalised by its own scale.
+  return max_rel_error(actual, expected)
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'float64'])
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_preset_matches_reference(name, dtype, request):
-  err = _error(*CASES[name], dtype, STEPS, request)
+  err = _error(*CASES[name], dtype, PARITY_STEPS, request)
   assert err <= BOUNDS[dtype], f'{name} {dtype}: max relative error {err:.3e}'
 
 
@@ -153,7 +152,7 @@ _SCHED, _NP_SCHED = _cosine(1e-2)
 
 
 def _contrast(tx, reference, request):
-  return _error(lambda: tx, reference, 'float64', 100, request)
+  return _error(lambda: tx, reference, 'float64', CONTRAST_STEPS, request)
 
 
 def test_tf1_accumulator_starts_at_one(request):
