@@ -1,7 +1,13 @@
-"""The seed documents' claims about RMSprop, checked on this library, and the diagnostics.
+"""The textbook claims about RMSprop, checked on this library, and the diagnostics.
 
-Each test states the claim and its closed form (REFERENCES.md, "The seed
-documents"); the closed forms are evaluated in float64 NumPy.
+The claims are those of the method's introduction (Hinton's Coursera lecture
+6e; Tieleman & Hinton 2012) and its usual analyses: the memory length
+1 / (1 - decay), nu's convergence under a constant gradient, the bias of an
+average started at zero and its correction (Kingma & Ba 2015, Adam, section 3),
+centering (Graves 2013, arXiv:1308.0850, eq. 38-41), scale invariance, and
+RMSprop against AdaGrad (Duchi et al. 2011) when the gradient scale changes.
+Each test states the claim and its closed form; the closed forms are evaluated
+in float64 NumPy, the state ones by ``_harness.RmspropReference``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _harness import RmspropReference
 
 import rmsprop_optax
 
@@ -133,7 +140,7 @@ def test_eps_breaks_scale_invariance_when_not_negligible(x64):
 
 
 def test_adagrad_collapses_rmsprop_recovers(x64):
-  """100 steps of g = 100, then 100 of g = 1 (REFERENCES.md, non-stationary case).
+  """100 steps of g = 100, then 100 of g = 1: the gradient scale changes mid-run.
 
   AdaGrad's accumulator is a sum: after the switch its step is about
   lr / sqrt(100 * 100^2) = lr / 1000 and stays there. RMSprop's average forgets
@@ -191,12 +198,13 @@ def test_effective_learning_rate(eps_in_sqrt, centered, x64):
   eff = rmsprop_optax.effective_learning_rate(state, lr, eps=eps, eps_in_sqrt=eps_in_sqrt)
   # The last update is exactly -eff * g.
   np.testing.assert_allclose(updates['w'], -np.asarray(eff['w']) * grads[-1], rtol=1e-12)
-  # And from the equations.
-  nu = np.zeros(3)
-  mu = np.zeros(3)
+  # And from the reference's moments (decay 0.9, rmsprop's default).
+  ref = RmspropReference(lr, eps=eps, eps_in_sqrt=eps_in_sqrt, centered=centered)
+  zero = {'w': np.zeros(3)}
+  ref.init(zero)
   for g in grads:
-    nu = 0.9 * nu + 0.1 * g**2
-    mu = 0.9 * mu + 0.1 * g
+    ref.update({'w': g}, zero)
+  nu, mu = ref.nu['w'], ref.mu['w']
   s = np.maximum(nu - mu**2, 0) if centered else nu
   want = lr / (np.sqrt(s + eps) if eps_in_sqrt else np.sqrt(s) + eps)
   np.testing.assert_allclose(eff['w'], want, rtol=1e-12)
