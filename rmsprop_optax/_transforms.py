@@ -98,8 +98,10 @@ def scale_by_rms(
     >>> tx = optax.chain(rmsprop_optax.scale_by_rms(0.9), optax.scale(-0.01))
     >>> state = tx.init(jnp.zeros(2))
     >>> updates, state = tx.update(jnp.array([1.0, 0.1]), state)
-    >>> print(updates)  # nu = [0.1, 0.001]: both elements step -0.01 / sqrt(0.1)
-    [-0.03162278 -0.03162277]
+    >>> # nu = [0.1, 0.001], so both steps are about -0.01 * g / sqrt(nu) = -0.0316;
+    >>> # the second is 5e-6 smaller because eps = 1e-8 is 1e-5 of its nu.
+    >>> print(updates)
+    [-0.03162277 -0.03162261]
 
   .. warning::
     PyTorch puts ``eps`` outside the square root, Keras and TF inside: with a
