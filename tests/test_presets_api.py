@@ -1,9 +1,10 @@
 """Preset signatures (framework names and defaults), schedules, ``optax.apply_if_finite``.
 
-References: the frameworks' documented signatures (REFERENCES.md; torch and
-Keras are compared with ``inspect.signature`` in tests/test_parity_torch.py and
-tests/test_parity_keras.py), ``optax.inject_hyperparams`` for schedules, and
-the untouched previous state for non-finite gradients. Tolerance: SCHEDULE_RTOL.
+References: the frameworks' signatures as their sources define them (torch
+and Keras are also compared with ``inspect.signature`` in
+tests/test_parity_torch.py and tests/test_parity_keras.py),
+``optax.inject_hyperparams`` for schedules, and the untouched previous state
+for non-finite gradients. Tolerance: SCHEDULE_RTOL.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import pytest
 from rmsprop_optax import presets
 
 _REQUIRED = inspect.Parameter.empty
-# Framework signatures that cannot be inspected here (REFERENCES.md, DESIGN.md).
+# Signatures and defaults of the sources, most of which cannot be inspected here.
 DOCUMENTED_DEFAULTS = {
+  # tf.compat.v1.train.RMSPropOptimizer (tensorflow/python/training/rmsprop.py).
   'tf1': {
     'learning_rate': _REQUIRED,
     'decay': 0.9,
@@ -29,6 +31,7 @@ DOCUMENTED_DEFAULTS = {
     'epsilon': 1e-10,
     'centered': False,
   },
+  # timm's RMSpropTF (timm/optim/rmsprop_tf.py).
   'timm_tf': {
     'lr': 1e-2,
     'alpha': 0.9,
@@ -39,8 +42,11 @@ DOCUMENTED_DEFAULTS = {
     'decoupled_decay': False,
     'lr_in_momentum': True,
   },
+  # Graves 2013 (arXiv:1308.0850): eq. 38-41 and the values used with them.
   'graves2013': {'learning_rate': 1e-4, 'decay': 0.95, 'momentum': 0.9, 'eps': 1e-4},
+  # Mnih et al. 2015 (Nature), Extended Data Table 1 and the Lua code (NeuralQLearner.lua).
   'dqn_nature': {'learning_rate': 2.5e-4, 'decay': 0.95, 'eps': 0.01},
+  # lasagne.updates.rmsprop (lasagne/updates.py).
   'lasagne': {'learning_rate': 1.0, 'rho': 0.9, 'epsilon': 1e-6},
   # Also checked against the installed frameworks in test_parity_{torch,keras}.py.
   'pytorch': {

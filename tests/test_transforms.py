@@ -214,10 +214,11 @@ def test_rmsprop_computes_16bit_updates_in_float32_and_rounds_once(dtype):
 
 
 def test_bf16_state_would_stall_float32_state_does_not():
-  """Why float32 state for 16-bit params (bf16 accumulators: google-deepmind/optax#1552).
+  """Why float32 state for 16-bit params.
 
   With nu near 1 and decay 0.999, the increment (1 - decay) * (g^2 - nu) is
-  below half a bf16 ulp at 1 (2**-8), so a bf16 accumulator never moves.
+  below half a bf16 ulp at 1 (2**-8), so a bf16 accumulator never moves
+  (bf16 accumulators in Optax: https://github.com/google-deepmind/optax/issues/1552).
   """
   g = jnp.full(4, 2.0, jnp.bfloat16)  # g^2 = 4: nu should climb from 1 towards 4
   results = {}
@@ -279,9 +280,10 @@ def test_state_is_a_scan_carry(name):
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16, jnp.float64])
 @pytest.mark.parametrize('mean_decay', [None, 0.5])
 def test_centered_bias_corrected_first_step_is_exactly_g_over_sqrt_eps(dtype, mean_decay, x64):
-  """At t = 1 the variance estimate is exactly 0 (nu_hat = g^2, mu_hat = g): the step is g / sqrt(eps).
+  """At t = 1 the variance estimate is exactly 0, so the step is g / sqrt(eps).
 
-  Computed as nu_hat - mu_hat^2 it would be rounding noise (~1e-7 g^2 in
+  With zero initial moments, nu_hat = g^2 and mu_hat = g at t = 1. Computed as
+  nu_hat - mu_hat^2 the variance would be rounding noise (~1e-7 g^2 in
   float32), 9x off at eps = 1e-8; with eps = 0 the step must be 0, not 1e7.
   """
   g = jnp.asarray(np.linspace(-3.0, 5.0, 33), dtype)
