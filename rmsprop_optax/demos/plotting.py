@@ -175,3 +175,113 @@ def save(ax_or_fig: Any, path: str | os.PathLike[str], *, dpi: int = 110) -> str
   fig = ax_or_fig if hasattr(ax_or_fig, 'savefig') else ax_or_fig.figure
   fig.savefig(os.fspath(path), dpi=dpi)
   return os.fspath(path)
+
+
+# -- demo figures ---------------------------------------------------------------
+# ``python -m rmsprop_optax demo`` writes one PNG per demo. A demo module may
+# define ``figure(result) -> Figure`` (drawn from its own result dict); the
+# others get :func:`curves_figure`, driven by the generic result keys
+# (``curves``, ``curve_x``, ``curve_xlabel``, ``curve_label``, ``curve_logy``,
+# ``baselines``, ``title``).
+
+
+def fmt_lr(value: float) -> str:
+  """A learning rate as people write it: ``0.01``, ``0.3``, ``1``, ``3e-3``, ``2.5e-4``."""
+  value = float(value)
+  if value != 0 and abs(value) < 0.01:
+    mantissa, exponent = f'{value:.2g}'.replace('e-0', 'e-').split('e')
+    return f'{mantissa}e{exponent}'
+  return f'{value:.3g}'
+
+
+def versus(learning_rates: Mapping[str, float | str], *, prefix: str = 'lr ') -> str:
+  """``'rmsprop lr 3e-3 vs sgd lr 0.3'`` from ``{name: learning rate}`` (a string is kept)."""
+  return ' vs '.join(
+    f'{name} {prefix}{value if isinstance(value, str) else fmt_lr(value)}'
+    for name, value in learning_rates.items()
+  )
+
+
+def curve_x(result: Mapping[str, Any], length: int) -> np.ndarray:
+  """The x values of a result's curves: ``result['curve_x']`` when given, else 1..length."""
+  if 'curve_x' in result:
+    return np.asarray(result['curve_x'], dtype=np.float64)
+  return np.arange(1, length + 1, dtype=np.float64)
+
+
+def _plain_log_ticks(ax: Any) -> None:
+  """Plain numbers ('6', '0.4') instead of '6x10^0' on a short log range."""
+  from matplotlib.ticker import LogFormatter
+
+  class _Plain(LogFormatter):
+    def __call__(self, x: float, pos: Any = None) -> str:
+      return f'{x:g}' if super().__call__(x, pos) else ''
+
+  ax.yaxis.set_major_formatter(_Plain())
+  ax.yaxis.set_minor_formatter(_Plain(labelOnlyBase=False))
+
+
+def draw_curves(result: Mapping[str, Any], ax: Any) -> Any:
+  """A result's curves (one line per optimizer) and baselines (dashed) on ``ax``."""
+  for name, values in result['curves'].items():
+    ax.plot(curve_x(result, len(values)), values, label=name, color=color_for(name), linewidth=1.6)
+  greys = ('0.35', '0.6', '0.8')
+  for i, (label, value) in enumerate(result.get('baselines', {}).items()):
+    ax.axhline(value, linestyle='--', color=greys[i % 3], linewidth=1.2, label=label)
+  if result.get('curve_logy', False):
+    ax.set_yscale('log')
+    values = np.concatenate([np.asarray(v, float) for v in result['curves'].values()])
+    values = values[values > 0]
+    if values.size and values.max() / values.min() < 100:
+      _plain_log_ticks(ax)
+  ax.set_xlabel(result.get('curve_xlabel', 'step'))
+  ax.set_ylabel(result.get('curve_label', ''))
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(framealpha=0.9, fontsize='small')
+  return ax
+
+
+def curves_figure(result: Mapping[str, Any]) -> Any:
+  """The generic demo figure: :func:`draw_curves` under ``result['title']``."""
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(7.0, 4.4), layout='constrained')
+  draw_curves(result, ax)
+  ax.set_title(result.get('title', result['name']), fontsize='medium')
+  return fig
+
+
+def caption(fig: Any, text: str) -> None:
+  """A wrapped note under a figure (what to read in it, why a curve looks odd)."""
+  import textwrap
+
+  fig.supxlabel('\n'.join(textwrap.wrap(text, 130)), fontsize='small', ha='center')
+
+
+def demo_figure(result: Mapping[str, Any]) -> Any:
+  """The figure of one demo result: its module's ``figure(result)``, else :func:`curves_figure`."""
+  import importlib
+
+  try:
+    module = importlib.import_module(f'rmsprop_optax.demos.{result["name"]}')
+  except ModuleNotFoundError:
+    module = None
+  draw = getattr(module, 'figure', None)
+  return draw(result) if draw is not None else curves_figure(result)
+
+
+def plot_result(result: Mapping[str, Any], path: str | os.PathLike[str], *, dpi: int = 120) -> str:
+  """Draws a demo result (:func:`demo_figure`) into a PNG at ``path``; returns the path."""
+  import sys
+
+  import matplotlib
+
+  if 'matplotlib.pyplot' not in sys.modules:
+    matplotlib.use('Agg')  # Headless: no display on CI machines (a notebook keeps its own).
+  import matplotlib.pyplot as plt
+
+  fig = demo_figure(result)
+  try:
+    return save(fig, path, dpi=dpi)
+  finally:
+    plt.close(fig)

@@ -47,7 +47,8 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
 
   Metrics per optimizer: ``final_loss``, ``final_x``, ``final_y`` and
   ``max_abs_y_last_10`` (how far y still swings over the last 10 iterates).
-  Curves: the loss at each iterate.
+  Curves: the loss at each iterate; ``y``: each optimizer's y coordinate at
+  each iterate (for :func:`figure`).
   """
   del seed, progress  # A deterministic problem with a few hundred steps.
   runs = trajectories(FAST_STEPS if fast else NUM_STEPS)
@@ -64,4 +65,36 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
     'metrics': metrics,
     'curves': {name: [float(v) for v in tr.losses] for name, tr in runs.items()},
     'curve_label': 'loss x^2 + 100 y^2',
+    'curve_xlabel': 'step',
+    'curve_logy': True,
+    'y': {name: [float(v) for v in tr.path[:, 1]] for name, tr in runs.items()},
+    'learning_rate': LEARNING_RATE,
+    'title': f'x^2 + 100 y^2 from (5, -2): sgd vs rmsprop (decay 0.9), both lr {LEARNING_RATE:g}',
   }
+
+
+# Steps of y(t) drawn: SGD's flip is one step long, so a few hundred steps show it
+# as a band while RMSprop's y crawls from -2 to 0 at about lr per step.
+Y_STEPS = 300
+
+
+def figure(result: dict[str, Any]) -> Any:
+  """Two panels: y(t) over the first ``Y_STEPS`` steps, and the loss on a log axis."""
+  import matplotlib.pyplot as plt
+
+  from rmsprop_optax.demos import plotting
+
+  fig, (ax_y, ax_loss) = plt.subplots(1, 2, figsize=(11.0, 4.4), layout='constrained')
+  for name, y in result['y'].items():
+    y = y[: Y_STEPS + 1]
+    ax_y.plot(range(len(y)), y, label=name, color=plotting.color_for(name), linewidth=0.9)
+  ax_y.axhline(0.0, color='black', linewidth=0.6)
+  ax_y.set_xlabel('step')
+  ax_y.set_ylabel('y (the steep coordinate)')
+  ax_y.set_title('y: SGD flips -2, +2, -2, ... (lr = 2 / curvature 200)', fontsize='medium')
+  ax_y.grid(True, alpha=0.3)
+  ax_y.legend(loc='lower right', framealpha=0.9, fontsize='small')
+  plotting.draw_curves(result, ax_loss)
+  ax_loss.set_title('loss (log): SGD stuck at 100 * 2^2 = 400', fontsize='medium')
+  fig.suptitle(result['title'])
+  return fig
