@@ -189,8 +189,8 @@ def fmt_lr(value: float) -> str:
   """A learning rate as people write it: ``0.01``, ``0.3``, ``1``, ``3e-3``, ``2.5e-4``."""
   value = float(value)
   if value != 0 and abs(value) < 0.01:
-    mantissa, exponent = f'{value:.2g}'.replace('e-0', 'e-').split('e')
-    return f'{mantissa}e{exponent}'
+    mantissa, exponent = f'{value:.2e}'.split('e')
+    return f'{mantissa.rstrip("0").rstrip(".")}e{int(exponent)}'
   return f'{value:.3g}'
 
 

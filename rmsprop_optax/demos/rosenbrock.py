@@ -31,14 +31,25 @@ FAST_STEPS = 1000
 ARRIVED = 1e-3
 
 
+# Learning rate per optimizer (momentum terms 0.9, RMSprop decay 0.9).
+LEARNING_RATES = {
+  'sgd': 1e-3,
+  'momentum': 1e-3,
+  'rmsprop': 3e-3,
+  'rmsprop + momentum': 1e-3,
+  'adam': 1e-2,
+}
+
+
 def optimizers() -> dict[str, optax.GradientTransformation]:
   """The five optimizers of the comparison (see the module docstring)."""
+  lr = LEARNING_RATES
   return {
-    'sgd': optax.sgd(1e-3),
-    'momentum': optax.sgd(1e-3, momentum=0.9),
-    'rmsprop': rmsprop_optax.rmsprop(3e-3, decay=0.9),
-    'rmsprop + momentum': rmsprop_optax.rmsprop(1e-3, decay=0.9, momentum=0.9),
-    'adam': optax.adam(1e-2),
+    'sgd': optax.sgd(lr['sgd']),
+    'momentum': optax.sgd(lr['momentum'], momentum=0.9),
+    'rmsprop': rmsprop_optax.rmsprop(lr['rmsprop'], decay=0.9),
+    'rmsprop + momentum': rmsprop_optax.rmsprop(lr['rmsprop + momentum'], decay=0.9, momentum=0.9),
+    'adam': optax.adam(lr['adam']),
   }
 
 
@@ -56,7 +67,8 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
 
   Metrics per optimizer: ``final_loss``, ``final_distance`` to (1, 1) and
   ``steps_to_1e-3`` (first iterate with loss below 1e-3; -1 if never).
-  Curves: the loss at each iterate.
+  Curves: the loss at each iterate; ``paths``: each optimizer's iterates
+  ``[[x, y], ...]`` (for :func:`figure`).
   """
   del seed, progress  # Deterministic.
   runs = trajectories(FAST_STEPS if fast else NUM_STEPS)
@@ -74,4 +86,34 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
     'metrics': metrics,
     'curves': {name: [float(v) for v in tr.losses] for name, tr in runs.items()},
     'curve_label': 'Rosenbrock loss',
+    'curve_xlabel': 'step',
+    'curve_logy': True,
+    'paths': {name: tr.path.tolist() for name, tr in runs.items()},
+    'learning_rates': dict(LEARNING_RATES),
   }
+
+
+def figure(result: dict[str, Any]) -> Any:
+  """Two panels: the paths over Rosenbrock's contours, and the loss on a log axis."""
+  import matplotlib.pyplot as plt
+
+  from rmsprop_optax.demos import plotting
+
+  fig, (ax_path, ax_loss) = plt.subplots(1, 2, figsize=(12.0, 5.0), layout='constrained')
+  plotting.plot_trajectories(
+    functions.ROSENBROCK,
+    result['paths'],
+    ax=ax_path,
+    markers=False,
+    title='paths from (-1.5, 2) to the minimum (1, 1)',
+    legend_loc='lower left',
+    styles={name: {'linewidth': 2.0} for name in result['paths']},
+  )
+  ax_path.title.set_fontsize('medium')
+  plotting.draw_curves(result, ax_loss)
+  ax_loss.set_title('loss (log axis)', fontsize='medium')
+  steps = len(next(iter(result['paths'].values()))) - 1
+  fig.suptitle(
+    f'Rosenbrock, {steps} steps: ' + plotting.versus(result['learning_rates']), fontsize='medium'
+  )
+  return fig
