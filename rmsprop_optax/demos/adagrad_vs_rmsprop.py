@@ -116,4 +116,45 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
       name: [float(v) for v in s.effective_lr / LEARNING_RATE] for name, s in series.items()
     },
     'curve_label': 'effective learning rate / lr',
+    'curve_xlabel': 'step',
+    'curve_logy': True,
+    'learning_rate': LEARNING_RATE,
+    'phase_steps': PHASE_STEPS,
+    'gradients': (FIRST_GRADIENT, SECOND_GRADIENT),
   }
+
+
+def figure(result: dict[str, Any]) -> Any:
+  """The effective step per optimizer on a log axis, the gradient switch marked."""
+  import matplotlib.pyplot as plt
+
+  from rmsprop_optax.demos import plotting
+
+  first, second = result['gradients']
+  switch = result['phase_steps']
+  fig, ax = plt.subplots(figsize=(10.0, 4.8), layout='constrained')
+  plotting.draw_curves(result, ax)
+  ax.axvline(
+    switch + 0.5,
+    color='black',
+    linestyle=':',
+    linewidth=1.2,
+    label=f'gradient {first:g} -> {second:g} (step {switch + 1})',
+  )
+  ax.legend(fontsize='small', loc='upper left', bbox_to_anchor=(1.01, 1.0))
+  adagrad = result['curves'].get('adagrad')
+  if adagrad:
+    ax.annotate(
+      f'adagrad: collapsed at {plotting.fmt_lr(adagrad[-1])} x lr (its sum of g^2 never forgets)',
+      xy=(len(adagrad), adagrad[-1]),
+      xytext=(switch + 5, adagrad[-1] * 1.4),
+      fontsize='small',
+      color=plotting.color_for('adagrad'),
+    )
+  ax.set_xlabel('step (one gradient per step)')
+  ax.set_title(
+    f'effective step |update| / |g| on g = {first:g} then {second:g}: '
+    f'adagrad vs rmsprop, all lr {plotting.fmt_lr(result["learning_rate"])}',
+    fontsize='medium',
+  )
+  return fig
