@@ -765,7 +765,7 @@ def format_table(results: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(
-    prog='python -m rmsprop_optax bench', description=__doc__.splitlines()[0]
+    prog='python -m rmsprop_optax bench', description=__doc__.splitlines()[0].replace('``', '')
   )
   parser.add_argument('--quick', action='store_true', help='small sizes and few repeats (CI)')
   parser.add_argument('--json', metavar='PATH', help='write the results as JSON to PATH')

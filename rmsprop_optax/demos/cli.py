@@ -1,8 +1,9 @@
-"""``python -m rmsprop_optax demo [NAME|all] [--fast] [--out DIR] [--seed N]``.
+"""``python -m rmsprop_optax demo [NAME ...|all] [--fast] [--out DIR] [--seed N]``.
 
 Runs the demos (each module's ``run(fast=, seed=, progress=True)``), prints a
-results table (demo x optimizer x metric) and writes one learning-curve PNG
-per demo into the output folder.
+results table per demo (:func:`format_results`: demo, optimizer, metric,
+value, baseline), writes the same text to ``results.md`` and one
+learning-curve PNG per demo into the output folder.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import numbers
 import os
+import re
+import sys
 import time
 from typing import Any
 
@@ -39,35 +43,126 @@ def _load(name: str) -> Any | None:
     return None
 
 
-def _fmt(value: Any) -> str:
-  if isinstance(value, float):
-    if math.isnan(value):
-      return 'nan'
-    return f'{value:.4g}'
-  return str(value)
+# Readable names of the metrics the demos report; others fall back to
+# ``_label``'s generic rewrite (underscores to spaces).
+METRIC_LABELS = {
+  'final_loss': 'final loss',
+  'final_x': 'final x',
+  'final_y': 'final y',
+  'max_abs_y_last_10': 'largest abs(y), last 10 steps',
+  'final_distance': 'final distance to the minimum',
+  'eff_lr_end_phase1': 'effective lr / lr, end of phase 1',
+  'eff_lr_end_phase2': 'effective lr / lr, end of phase 2',
+  'accumulator_end': 'final accumulator',
+  'test_accuracy': 'test accuracy',
+  'test_loss': 'test loss',
+  'final_train_loss': 'final training loss',
+  'val_perplexity': 'validation perplexity',
+  'val_bits_per_char': 'validation bits per character',
+  'train_perplexity_last_10pct': 'training perplexity, last 10%',
+  'greedy_mean_return': 'greedy mean return',
+  'train_return_last_10pct': 'training return, last 10%',
+  'test_rmse': 'held-out RMSE',
+  'train_rmse': 'training RMSE',
+}
+HEADER = ('demo', 'optimizer', 'metric', 'value', 'baseline')
+NEVER = 'never'
 
 
-def format_table(results: list[dict[str, Any]]) -> str:
-  """Plain-text table with one row per (demo, optimizer, metric)."""
-  rows = [('demo', 'optimizer', 'metric', 'value')]
-  for result in results:
-    for opt_name, metrics in result['metrics'].items():
+def _label(metric: str) -> str:
+  """A metric key as a person reads it: ``steps_to_1e-3`` -> ``steps to reach loss < 1e-3``."""
+  if metric in METRIC_LABELS:
+    return METRIC_LABELS[metric]
+  if metric.startswith('steps_to_'):
+    return f'steps to reach loss < {metric.removeprefix("steps_to_")}'
+  words = metric.replace('_', ' ')
+  words = re.sub(r'\bval\b', 'validation', words)
+  words = re.sub(r'\btrain\b', 'training', words)
+  return re.sub(r'\b(\d+)pct\b', r'\1%', words)
+
+
+def _fmt(value: Any, metric: str = '') -> str:
+  """Four significant digits; whole numbers as integers; a negative step count as "never"."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    return str(value)
+  if metric.startswith('steps_to') and value < 0:
+    return NEVER  # The demos' marker for a threshold that was never reached.
+  if isinstance(value, numbers.Integral):
+    return str(int(value))
+  value = float(value)
+  if not math.isfinite(value):
+    return str(value)
+  if abs(value) >= 1e4:
+    return f'{value:.0f}'
+  return f'{value:.4g}'
+
+
+def _rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+  """One demo's rows: grouped by metric, then the optimizers in the demo's order.
+
+  The entries of ``result['metrics']`` that have no learning curve (``chance
+  (majority class)``, ``unigram baseline``, ...) are baselines, not
+  optimizers: each goes into the baseline cell of the metric it reports.
+  """
+  curves = result.get('curves')
+  optimizers: dict[str, dict[str, Any]] = {}
+  baselines: dict[str, list[str]] = {}
+  for name, metrics in result['metrics'].items():
+    if curves is not None and name not in curves:
+      label = name.removesuffix(' baseline')
       for metric, value in metrics.items():
-        rows.append((result['name'], opt_name, metric, _fmt(value)))
-  widths = [max(len(r[i]) for r in rows) for i in range(4)]
-  lines = ['  '.join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-  lines.insert(1, '  '.join('-' * w for w in widths))
-  return '\n'.join(lines)
+        baselines.setdefault(metric, []).append(f'{label} {_fmt(value, metric)}')
+    else:
+      optimizers[name] = metrics
+  order = list(dict.fromkeys(m for metrics in optimizers.values() for m in metrics))
+  order += [m for m in baselines if m not in order]  # A baseline no optimizer reports.
+  rows: list[tuple[str, str, str, str, str]] = []
+  for metric in order:
+    baseline = ', '.join(baselines.get(metric, []))
+    reported = [(o, ms[metric]) for o, ms in optimizers.items() if metric in ms]
+    for i, (opt_name, value) in enumerate(reported or [('-', '-')]):
+      demo = '' if rows else result['name']  # Named once: the table is this demo's.
+      rows.append((demo, opt_name, _label(metric), _fmt(value, metric), baseline if i == 0 else ''))
+  return rows
 
 
-def format_markdown(results: list[dict[str, Any]]) -> str:
-  """The same table in Markdown (written next to the plots, for the README)."""
-  lines = ['| demo | optimizer | metric | value |', '|---|---|---|---|']
-  for result in results:
-    for opt_name, metrics in result['metrics'].items():
-      for metric, value in metrics.items():
-        lines.append(f'| {result["name"]} | {opt_name} | {metric} | {_fmt(value)} |')
-  return '\n'.join(lines)
+def _markdown(rows: list[tuple[str, ...]]) -> str:
+  """A Markdown table whose columns are padded to line up in a terminal too."""
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+  def line(row: tuple[str, ...]) -> str:
+    return '| ' + ' | '.join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + ' |'
+
+  rule = '|' + '|'.join('-' * (w + 2) for w in widths) + '|'
+  return '\n'.join([line(rows[0]), rule, *(line(row) for row in rows[1:])])
+
+
+def format_results(results: list[dict[str, Any]]) -> str:
+  """The results as Markdown: one table per demo, printed and written to ``results.md``.
+
+  Pure: result dicts in, text out. Columns: demo (named on the first row),
+  optimizer, metric, value and baseline; rows are grouped by metric, the
+  demo's headline metric first. A step count of -1 (threshold never reached)
+  reads "never".
+
+  >>> result = {
+  ...   'name': 'toy',
+  ...   'metrics': {
+  ...     'rmsprop': {'test_accuracy': 0.98061, 'steps_to_1e-3': 412},
+  ...     'sgd': {'test_accuracy': 0.975, 'steps_to_1e-3': -1},
+  ...     'chance': {'test_accuracy': 0.1028},
+  ...   },
+  ...   'curves': {'rmsprop': [], 'sgd': []},
+  ... }
+  >>> print(format_results([result]))
+  | demo | optimizer | metric                     | value  | baseline      |
+  |------|-----------|----------------------------|--------|---------------|
+  | toy  | rmsprop   | test accuracy              | 0.9806 | chance 0.1028 |
+  |      | sgd       | test accuracy              | 0.975  |               |
+  |      | rmsprop   | steps to reach loss < 1e-3 | 412    |               |
+  |      | sgd       | steps to reach loss < 1e-3 | never  |               |
+  """
+  return '\n\n'.join(_markdown([HEADER, *_rows(result)]) for result in results)
 
 
 def plot(result: dict[str, Any], path: str) -> None:
@@ -105,22 +200,49 @@ def plot(result: dict[str, Any], path: str) -> None:
   plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+  """The demo names (several, ``all``, duplicates dropped) and the options.
+
+  Names and options may be interleaved (``demo digits --fast dqn``). An
+  unknown option is reported as such, with the value that follows it, rather
+  than as an unknown demo name.
+  """
+  choices = ['all', *DEMOS]
   parser = argparse.ArgumentParser(
     prog='python -m rmsprop_optax demo',
     description='Train the demos, print a results table and plot the learning curves.',
   )
-  parser.add_argument('name', nargs='?', default='all', choices=['all', *DEMOS], help='demo to run')
+  parser.add_argument(
+    'names',
+    nargs='*',
+    metavar='NAME',
+    help=f'demos to run (default: all); choose from {", ".join(choices)}',
+  )
   parser.add_argument('--fast', action='store_true', help='short runs (what the tests use)')
   parser.add_argument('--out', default=DEFAULT_OUT, help=f'output folder (default ./{DEFAULT_OUT})')
   parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-  args = parser.parse_args(argv)
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args, extras = parser.parse_known_intermixed_args(argv)
+  unknown_names = [n for n in args.names if n not in choices]
+  if extras:
+    # The value of an unknown option lands among the names: report it with the option.
+    flagged = set(extras) | set(unknown_names)
+    parser.error('unrecognized arguments: ' + ' '.join(t for t in argv if t in flagged))
+  if unknown_names:
+    parser.error(
+      f'unknown demo {", ".join(map(repr, unknown_names))} (choose from {", ".join(choices)})'
+    )
+  names = args.names or ['all']
+  args.names = list(DEMOS) if 'all' in names else list(dict.fromkeys(names))
+  return args
 
-  names = list(DEMOS) if args.name == 'all' else [args.name]
+
+def main(argv: list[str] | None = None) -> int:
+  args = _parse(argv)
   os.makedirs(args.out, exist_ok=True)
   results = []
   start = time.perf_counter()
-  for name in names:
+  for name in args.names:
     module = _load(name)
     if module is None:
       continue
@@ -136,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     return 1
   mode = 'fast' if args.fast else 'full'
   print(f'\nResults ({mode} mode, seed {args.seed}, {time.perf_counter() - start:.0f}s):\n')
-  print(format_table(results))
+  table = format_results(results) + '\n'
+  print(table, end='')
   with open(os.path.join(args.out, 'results.md'), 'w') as f:
-    f.write(format_markdown(results) + '\n')
+    f.write(table)
   print(f'\nPlots and results.md written to {os.path.abspath(args.out)}')
   return 0
