@@ -1,0 +1,258 @@
+"""The command line (``python -m rmsprop_optax``) and the demos' results table.
+
+The table is :func:`rmsprop_optax.demos.cli.format_results`, a pure function,
+tested here on hand-made result dicts; one real ``--fast`` run of the cheapest
+demo checks that what is printed is what ``results.md`` holds. The CLI runs
+in-process through ``main([...])``; one subprocess checks what ``--help``
+imports.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from typing import Any
+
+import numpy as np
+import pytest
+
+import rmsprop_optax
+from rmsprop_optax.__main__ import main
+from rmsprop_optax.demos import cli
+
+HEADER = '| demo | optimizer | metric | value | baseline |'
+
+
+def _cells(line: str) -> list[str]:
+  assert line.startswith('|') and line.endswith('|'), line
+  return [cell.strip() for cell in line[1:-1].split('|')]
+
+
+def _result(name: str = 'toy', **extra: Any) -> dict[str, Any]:
+  result: dict[str, Any] = {
+    'name': name,
+    'metrics': {
+      'rmsprop': {'test_accuracy': 0.980612, 'steps_to_1e-3': 412},
+      'sgd': {'test_accuracy': 0.975, 'steps_to_1e-3': -1},
+      'chance (majority class)': {'test_accuracy': 0.1028},
+    },
+    'curves': {'rmsprop': [1.0, 0.5], 'sgd': [1.0, 0.8]},
+    'curve_label': 'loss',
+  }
+  result.update(extra)
+  return result
+
+
+# --- the results table ---------------------------------------------------------------------------
+
+
+def test_table_columns_and_rows():
+  lines = cli.format_results([_result()]).splitlines()
+  assert _cells(lines[0]) == ['demo', 'optimizer', 'metric', 'value', 'baseline']
+  assert set(lines[1]) == {'|', '-'}
+  body = [_cells(line) for line in lines[2:]]
+  assert body == [
+    ['toy', 'rmsprop', 'test accuracy', '0.9806', 'chance (majority class) 0.1028'],
+    ['', 'sgd', 'test accuracy', '0.975', ''],
+    ['', 'rmsprop', 'steps to reach loss < 1e-3', '412', ''],
+    ['', 'sgd', 'steps to reach loss < 1e-3', 'never', ''],
+  ]
+  # Padded so the columns line up in a terminal.
+  assert len({len(line) for line in lines}) == 1
+
+
+def test_table_never_only_for_step_counts():
+  result = _result(metrics={'rmsprop': {'steps_to_1e-3': -1, 'final_x': -1, 'final_y': -1.0}})
+  rows = {r[2]: r[3] for r in map(_cells, cli.format_results([result]).splitlines()[2:])}
+  assert rows == {'steps to reach loss < 1e-3': 'never', 'final x': '-1', 'final y': '-1'}
+  assert '-1 ' not in cli.format_results([_result()])
+
+
+def test_table_baselines_fill_the_baseline_column():
+  result = _result(
+    name='char_lstm',
+    metrics={
+      'rmsprop': {'val_perplexity': 8.1301, 'val_bits_per_char': 3.02},
+      'adam': {'val_perplexity': 8.375, 'val_bits_per_char': 3.07},
+      'unigram baseline': {'val_perplexity': 29.987},
+      'uniform baseline': {'val_perplexity': 97.0},
+    },
+    curves={'rmsprop': [], 'adam': []},
+  )
+  rows = [_cells(line) for line in cli.format_results([result]).splitlines()[2:]]
+  assert [r[1] for r in rows] == ['rmsprop', 'adam', 'rmsprop', 'adam']  # No baseline rows.
+  assert rows[0] == [
+    'char_lstm',
+    'rmsprop',
+    'validation perplexity',
+    '8.13',
+    'unigram 29.99, uniform 97',
+  ]
+  assert rows[2][2:] == ['validation bits per character', '3.02', '']
+
+
+@pytest.mark.parametrize(
+  ('key', 'label'),
+  [
+    ('test_accuracy', 'test accuracy'),
+    ('val_perplexity', 'validation perplexity'),
+    ('greedy_mean_return', 'greedy mean return'),
+    ('test_rmse', 'held-out RMSE'),
+    ('steps_to_1e-3', 'steps to reach loss < 1e-3'),
+    ('eff_lr_end_phase1', 'effective lr / lr, end of phase 1'),
+    ('train_loss_last_5pct', 'training loss last 5%'),  # Not in the list: the generic rewrite.
+  ],
+)
+def test_table_metric_names_are_readable(key, label):
+  result = _result(metrics={'rmsprop': {key: 1.0}})
+  assert _cells(cli.format_results([result]).splitlines()[2])[2] == label
+
+
+@pytest.mark.parametrize(
+  ('value', 'text'),
+  [
+    (0.980612, '0.9806'),
+    (206.23, '206.2'),
+    (97.0, '97'),
+    (1000100.0, '1000100'),
+    (3.0176e-18, '3.018e-18'),
+    (12, '12'),
+    (np.int64(7), '7'),
+    (np.float32(0.5), '0.5'),
+    (float('nan'), 'nan'),
+  ],
+)
+def test_table_number_format(value, text):
+  result = _result(metrics={'rmsprop': {'final_loss': value}})
+  assert _cells(cli.format_results([result]).splitlines()[2])[3] == text
+
+
+def test_table_one_per_demo():
+  text = cli.format_results([_result('first'), _result('second')])
+  tables = text.split('\n\n')
+  assert len(tables) == 2
+  for name, table in zip(('first', 'second'), tables, strict=True):
+    lines = table.splitlines()
+    assert ' '.join(lines[0].split()) == HEADER
+    assert _cells(lines[2])[0] == name
+    assert all(_cells(line)[0] == '' for line in lines[3:])
+
+
+# --- the demo command ----------------------------------------------------------------------------
+
+
+def test_demo_fast_run_prints_what_results_md_holds(tmp_path, capsys):
+  out = tmp_path / 'out'
+  assert main(['demo', 'quadratic', '--fast', '--out', str(out)]) == 0
+  printed = capsys.readouterr().out
+  table = (out / 'results.md').read_text()
+  assert table in printed
+  lines = table.splitlines()
+  assert ' '.join(lines[0].split()) == HEADER
+  rows = [_cells(line) for line in lines[2:]]
+  assert rows[0][0] == 'quadratic'
+  assert {r[1] for r in rows} == {'sgd', 'rmsprop'}
+  assert 'final loss' in {r[2] for r in rows}
+  assert all(r[3] for r in rows)
+  assert (out / 'quadratic.png').exists()
+
+
+def test_demo_runs_several_names_once_each(tmp_path, capsys, monkeypatch):
+  calls: list[str] = []
+
+  def fake(name: str) -> types.SimpleNamespace:
+    def run(*, fast: bool, seed: int, progress: bool) -> dict[str, Any]:
+      calls.append(name)
+      return _result(name)
+
+    return types.SimpleNamespace(run=run)
+
+  monkeypatch.setattr(cli, '_load', fake)
+  monkeypatch.setattr(cli, 'plot', lambda result, path: None)
+  out = tmp_path / 'out'
+  assert main(['demo', 'digits', 'dqn', 'digits', '--fast', '--out', str(out)]) == 0
+  assert calls == ['digits', 'dqn']
+  table = (out / 'results.md').read_text()
+  assert table == cli.format_results([_result('digits'), _result('dqn')]) + '\n'
+  assert table in capsys.readouterr().out
+
+  calls.clear()
+  assert main(['demo', 'dqn', 'all', '--out', str(out)]) == 0
+  assert calls == list(cli.DEMOS)
+
+
+def test_demo_unknown_name_lists_the_choices(capsys):
+  with pytest.raises(SystemExit) as exc:
+    main(['demo', 'digits', 'nope'])
+  assert exc.value.code == 2
+  err = capsys.readouterr().err
+  assert "unknown demo 'nope'" in err
+  for name in ('all', *cli.DEMOS):
+    assert name in err
+
+
+@pytest.mark.parametrize('args', [['--steps', '10'], ['digits', '--steps', '10'], ['--steps=10']])
+def test_demo_unknown_flag_is_reported_as_a_flag(capsys, args):
+  with pytest.raises(SystemExit) as exc:
+    main(['demo', *args])
+  assert exc.value.code == 2
+  err = capsys.readouterr().err
+  flag = ' '.join(a for a in args if a != 'digits')
+  assert f'unrecognized arguments: {flag}\n' in err
+  assert 'invalid choice' not in err and 'unknown demo' not in err
+
+
+# --- the top-level command -----------------------------------------------------------------------
+
+
+def test_version(capsys):
+  with pytest.raises(SystemExit) as exc:
+    main(['--version'])
+  assert exc.value.code == 0
+  assert capsys.readouterr().out == f'rmsprop_optax {rmsprop_optax.__version__}\n'
+
+
+def test_bare_call_prints_the_help(capsys):
+  assert main([]) == 0
+  captured = capsys.readouterr()
+  assert captured.out.startswith('usage: python -m rmsprop_optax')
+  for command in ('demo', 'bench', 'parity'):
+    assert f'  {command} ' in captured.out
+  assert 'required' not in captured.out + captured.err
+
+
+def test_unknown_command(capsys):
+  with pytest.raises(SystemExit) as exc:
+    main(['nope'])
+  assert exc.value.code == 2
+  assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('command', [[], ['demo'], ['bench'], ['parity']])
+def test_help_has_no_rest_markup(capsys, command):
+  with pytest.raises(SystemExit) as exc:
+    main([*command, '--help'])
+  assert exc.value.code == 0
+  out = capsys.readouterr().out
+  assert out.startswith('usage: python -m rmsprop_optax')
+  assert '``' not in out
+
+
+def test_help_does_not_import_the_heavy_dependencies():
+  probe = (
+    'import sys\n'
+    'from rmsprop_optax.__main__ import main\n'
+    'for argv in (["--help"], ["demo", "--help"]):\n'
+    '  try:\n'
+    '    main(argv)\n'
+    '  except SystemExit:\n'
+    '    pass\n'
+    'heavy = ("torch", "flax", "matplotlib", "gymnax")\n'
+    'print(sorted(m for m in heavy if m in sys.modules))\n'
+  )
+  proc = subprocess.run(
+    [sys.executable, '-c', probe], capture_output=True, text=True, timeout=300, check=False
+  )
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.strip().splitlines()[-1] == '[]', proc.stdout
