@@ -9,6 +9,7 @@ learning-curve PNG per demo into the output folder.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import math
 import numbers
@@ -226,8 +227,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   unknown_names = [n for n in args.names if n not in choices]
   if extras:
     # The value of an unknown option lands among the names: report it with the option.
-    flagged = set(extras) | set(unknown_names)
-    parser.error('unrecognized arguments: ' + ' '.join(t for t in argv if t in flagged))
+    flagged = collections.Counter([*extras, *unknown_names])
+    reported = []
+    for token in argv:  # In the order given, each once.
+      if flagged[token] > 0:
+        flagged[token] -= 1
+        reported.append(token)
+    parser.error(f'unrecognized arguments: {" ".join(reported)}')
   if unknown_names:
     parser.error(
       f'unknown demo {", ".join(map(repr, unknown_names))} (choose from {", ".join(choices)})'
