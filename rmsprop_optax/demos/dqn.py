@@ -46,13 +46,25 @@ EVAL_EPISODES = 64
 HIDDEN = 64
 STEPS_FAST = 2_500  # vector steps: 20k transitions
 STEPS_FULL = 6_000  # 48k transitions
+# The greedy policy is evaluated EVAL_POINTS times during training (after each
+# equal share of the steps, plus once before), on EVAL_CURVE_EPISODES episodes:
+# cheap next to training, and it is what the table's greedy return measures.
+EVAL_POINTS = 20
+EVAL_CURVE_EPISODES = 32
+
+
+# Learning rate per optimizer (all constant).
+LEARNING_RATES = {'rmsprop (dqn_nature)': 3e-3, 'sgd': 1e-2, 'adam': 1e-3}
 
 
 def optimizers() -> dict[str, optax.GradientTransformation]:
+  lr = LEARNING_RATES
   return {
-    'rmsprop (dqn_nature)': rmsprop_optax.presets.dqn_nature(learning_rate=3e-3),
-    'sgd': optax.sgd(1e-2),
-    'adam': optax.adam(1e-3),
+    'rmsprop (dqn_nature)': rmsprop_optax.presets.dqn_nature(
+      learning_rate=lr['rmsprop (dqn_nature)']
+    ),
+    'sgd': optax.sgd(lr['sgd']),
+    'adam': optax.adam(lr['adam']),
   }
 
 
@@ -128,6 +140,15 @@ def evaluate(
 def _train(
   opt: optax.GradientTransformation, steps: int, seed: int, desc: str, progress: bool
 ) -> tuple[list[float], dict[str, float]]:
+  """The epsilon-greedy training curve (50 windows) and the metrics of one run."""
+  curve, metrics, _ = _train_with_eval(opt, steps, seed, desc, progress)
+  return curve, metrics
+
+
+def _train_with_eval(
+  opt: optax.GradientTransformation, steps: int, seed: int, desc: str, progress: bool
+) -> tuple[list[float], dict[str, float], list[float]]:
+  """Trains one optimizer; also returns the greedy return at ``EVAL_POINTS + 1`` points."""
   env, env_params = _env()
   num_actions = env.action_space(env_params).n
   obs_dim = env.observation_space(env_params).shape[0]
@@ -215,12 +236,26 @@ def _train(
     )
     return carry, finished
 
-  carry, (dones, returns) = _common.scan_in_chunks(
-    step, carry, jnp.zeros((steps, 0)), 10, desc=desc, progress=progress
+  greedy = lambda p: lambda o, _: jnp.argmax(q_values(p, o), axis=1)
+  eval_during = jax.jit(
+    lambda p, k: evaluate(greedy(p), k, env, env_params, episodes=EVAL_CURVE_EPISODES)
   )
-  greedy_return = jax.jit(
-    lambda p, k: evaluate(lambda o, _: jnp.argmax(q_values(p, o), axis=1), k, env, env_params)
-  )(carry.params, eval_key)
+  # Training in EVAL_POINTS jitted chunks, with a greedy evaluation after each
+  # (its keys are folded from eval_key, so training draws the same numbers).
+  run_chunk = jax.jit(lambda c, x: jax.lax.scan(step, c, x))
+  size = steps // EVAL_POINTS
+  outs = []
+  greedy_curve = [float(eval_during(carry.params, jax.random.fold_in(eval_key, 0)))]
+  with _common.progress_bar(steps, desc, progress) as advance:
+    for i in range(EVAL_POINTS):
+      carry, out = run_chunk(carry, jnp.zeros((size, 0)))
+      outs.append(jax.device_get(out))
+      greedy_curve.append(float(eval_during(carry.params, jax.random.fold_in(eval_key, i + 1))))
+      advance(size)
+  dones, returns = (np.concatenate(a) for a in zip(*outs, strict=True))
+  greedy_return = jax.jit(lambda p, k: evaluate(greedy(p), k, env, env_params))(
+    carry.params, eval_key
+  )
   # Training curve: mean return of the (epsilon-greedy) episodes that ended in
   # each 1/50 of training; a window with no finished episode repeats the last value.
   curve: list[float] = []
@@ -232,7 +267,7 @@ def _train(
     'greedy_mean_return': float(greedy_return),
     'train_return_last_10pct': float(last.mean()) if last.size else float('nan'),
   }
-  return curve, metrics
+  return curve, metrics, greedy_curve
 
 
 def random_policy_return(seed: int) -> float:
@@ -251,8 +286,11 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
   steps = STEPS_FAST if fast else STEPS_FULL
   metrics: dict[str, dict[str, float]] = {}
   curves: dict[str, list[float]] = {}
+  greedy_curves: dict[str, list[float]] = {}
   for name, opt in optimizers().items():
-    curves[name], metrics[name] = _train(opt, steps, seed, f'{NAME}/{name}', progress)
+    curves[name], metrics[name], greedy_curves[name] = _train_with_eval(
+      opt, steps, seed, f'{NAME}/{name}', progress
+    )
   random_return = random_policy_return(seed)
   metrics['random policy'] = {'greedy_mean_return': random_return}
   return {
@@ -260,7 +298,49 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
     'metrics': metrics,
     'curves': curves,
     'curve_label': 'training episode return (epsilon-greedy)',
-    'curve_xlabel': f'transitions (x{steps * NUM_ENVS // 50})',
+    'curve_xlabel': 'transitions',
     'curve_logy': False,
     'baselines': {'random policy': random_return},
+    # Each window of the training curve ends after this many transitions.
+    'curve_x': [(i + 1) * steps * NUM_ENVS / 50 for i in range(50)],
+    'greedy_curves': greedy_curves,
+    'greedy_x': [i * steps * NUM_ENVS / EVAL_POINTS for i in range(EVAL_POINTS + 1)],
+    'eval_episodes': EVAL_CURVE_EPISODES,
+    'learning_rates': dict(LEARNING_RATES),
   }
+
+
+def figure(result: dict[str, Any]) -> Any:
+  """The greedy return during training (smoothed) against the random policy."""
+  import matplotlib.pyplot as plt
+
+  from rmsprop_optax.demos import plotting
+
+  fig, (ax, ax_train) = plt.subplots(
+    1, 2, figsize=(12.0, 4.8), layout='constrained', width_ratios=(3, 2)
+  )
+  x = result['greedy_x']
+  for name, values in result['greedy_curves'].items():
+    color = plotting.color_for(name.split(' (')[0])
+    ax.plot(x, values, 'o', color=color, markersize=3, alpha=0.4)
+    ax.plot(x, plotting.smooth(values, 3), color=color, linewidth=1.8, label=name)
+  for label, value in result['baselines'].items():
+    ax.axhline(value, linestyle='--', color='0.35', linewidth=1.2, label=label)
+  values = [*result['greedy_curves'].values(), *result['curves'].values()]
+  top = min(520.0, 1.15 * max(max(v) for v in values))
+  ax.set_ylim(0, top)
+  ax.set_xlabel('transitions')
+  ax.set_ylabel(f'greedy return (mean of {result["eval_episodes"]} episodes, max 500)')
+  ax.set_title('greedy policy during training (dots; line: mean of the last 3)', fontsize='medium')
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc='upper left', framealpha=0.9, fontsize='small')
+  plotting.draw_curves({**result, 'curves': result['curves'], 'baselines': {}}, ax_train)
+  for line in ax_train.get_lines():
+    line.set_color(plotting.color_for(str(line.get_label()).split(' (')[0]))
+  ax_train.legend().remove()
+  ax_train.set_ylim(0, top)
+  ax_train.set_title('epsilon-greedy training episodes (mean per window)', fontsize='medium')
+  fig.suptitle(
+    'DQN on CartPole-v1: ' + plotting.versus(result['learning_rates']), fontsize='medium'
+  )
+  return fig

@@ -202,6 +202,15 @@ def versus(learning_rates: Mapping[str, float | str], *, prefix: str = 'lr ') ->
   )
 
 
+def smooth(values: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
+  """Trailing mean over the last ``window`` values (fewer at the start); same length."""
+  values = np.asarray(values, dtype=np.float64)
+  sums = np.cumsum(np.concatenate([[0.0], values]))
+  ends = np.arange(1, len(values) + 1)
+  starts = np.maximum(ends - window, 0)
+  return (sums[ends] - sums[starts]) / (ends - starts)
+
+
 def curve_x(result: Mapping[str, Any], length: int) -> np.ndarray:
   """The x values of a result's curves: ``result['curve_x']`` when given, else 1..length."""
   if 'curve_x' in result:
