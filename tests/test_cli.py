@@ -128,6 +128,11 @@ def test_table_number_format(value, text):
   assert _cells(cli.format_results([result]).splitlines()[2])[3] == text
 
 
+def test_table_escapes_a_pipe():
+  result = _result(metrics={'a|b': {'final_loss': 1.0}}, curves={'a|b': []})
+  assert r'| a\|b ' in cli.format_results([result])
+
+
 def test_table_one_per_demo():
   text = cli.format_results([_result('first'), _result('second')])
   tables = text.split('\n\n')

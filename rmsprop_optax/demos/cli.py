@@ -129,6 +129,7 @@ def _rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 def _markdown(rows: list[tuple[str, ...]]) -> str:
   """A Markdown table whose columns are padded to line up in a terminal too."""
+  rows = [tuple(cell.replace('|', r'\|') for cell in row) for row in rows]  # A literal pipe.
   widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
 
   def line(row: tuple[str, ...]) -> str:
