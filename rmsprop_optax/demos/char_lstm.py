@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 import rmsprop_optax
-from rmsprop_optax.demos import _common
+from rmsprop_optax.demos import _common, plotting
 
 NAME = 'char_lstm'
 
@@ -77,12 +77,19 @@ CONFIG_FULL = dict(hidden=128, embed=32, seq_len=64, batch=32, steps=1000)
 VAL_FRACTION = 0.1
 
 
+# Learning rate per optimizer (constant; RMSprop decay 0.9; gradients clipped to
+# global norm CLIP_NORM for all).
+LEARNING_RATES = {'rmsprop': 3e-3, 'sgd': 1.0, 'adam': 3e-3}
+CLIP_NORM = 1.0
+
+
 def optimizers() -> dict[str, optax.GradientTransformation]:
-  clip = optax.clip_by_global_norm(1.0)
+  clip = optax.clip_by_global_norm(CLIP_NORM)
+  lr = LEARNING_RATES
   return {
-    'rmsprop': optax.chain(clip, rmsprop_optax.rmsprop(3e-3, decay=0.9)),
-    'sgd': optax.chain(clip, optax.sgd(1.0)),
-    'adam': optax.chain(clip, optax.adam(3e-3)),
+    'rmsprop': optax.chain(clip, rmsprop_optax.rmsprop(lr['rmsprop'], decay=0.9)),
+    'sgd': optax.chain(clip, optax.sgd(lr['sgd'])),
+    'adam': optax.chain(clip, optax.adam(lr['adam'])),
   }
 
 
@@ -212,4 +219,12 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
     'curve_xlabel': f'step (x{cfg["steps"] // 50})',
     'curve_logy': True,
     'baselines': {'unigram': unigram},
+    # The curves are means over 50 equal windows of steps: x at each window's middle.
+    'curve_x': [(i + 0.5) * cfg['steps'] / 50 for i in range(50)],
+    'curve_x_label': 'step (batches of 32 sequences)',
+    'learning_rates': dict(LEARNING_RATES),
+    'title': (
+      f'char LSTM (hidden {cfg["hidden"]}, clip {CLIP_NORM:g}): training perplexity, '
+      + plotting.versus(LEARNING_RATES)
+    ),
   }

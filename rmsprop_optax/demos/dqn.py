@@ -298,10 +298,11 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
     'metrics': metrics,
     'curves': curves,
     'curve_label': 'training episode return (epsilon-greedy)',
-    'curve_xlabel': 'transitions',
+    'curve_xlabel': f'transitions (x{steps * NUM_ENVS // 50})',
     'curve_logy': False,
     'baselines': {'random policy': random_return},
     # Each window of the training curve ends after this many transitions.
+    'curve_x_label': 'transitions',
     'curve_x': [(i + 1) * steps * NUM_ENVS / 50 for i in range(50)],
     'greedy_curves': greedy_curves,
     'greedy_x': [i * steps * NUM_ENVS / EVAL_POINTS for i in range(EVAL_POINTS + 1)],

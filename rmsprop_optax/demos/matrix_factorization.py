@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 import rmsprop_optax
-from rmsprop_optax.demos import _common
+from rmsprop_optax.demos import _common, plotting
 
 NAME = 'matrix_factorization'
 NUM_USERS = 600
@@ -53,6 +53,10 @@ STEPS_FULL = 8_000
 DATA_SEED = 1234  # the matrix is fixed; `seed` changes the init and the batches
 
 
+# Peak learning rate per optimizer (cosine decay to 1% of it over the run).
+PEAK_LEARNING_RATES = {'rmsprop': 1e-2, 'sgd': 0.6, 'adagrad': 1.0}
+
+
 def optimizers(steps: int = STEPS_FULL) -> dict[str, optax.GradientTransformation]:
   """The three optimizers, each with a cosine learning-rate decay over ``steps``.
 
@@ -63,11 +67,11 @@ def optimizers(steps: int = STEPS_FULL) -> dict[str, optax.GradientTransformatio
   held-out RMSE of each is printed by ``python -m rmsprop_optax demo
   matrix_factorization``).
   """
-  lr = lambda peak: optax.cosine_decay_schedule(peak, steps, alpha=0.01)
+  lr = lambda name: optax.cosine_decay_schedule(PEAK_LEARNING_RATES[name], steps, alpha=0.01)
   return {
-    'rmsprop': rmsprop_optax.rmsprop(lr(1e-2), decay=0.9),
-    'sgd': optax.sgd(lr(0.6)),
-    'adagrad': optax.adagrad(lr(1.0)),
+    'rmsprop': rmsprop_optax.rmsprop(lr('rmsprop'), decay=0.9),
+    'sgd': optax.sgd(lr('sgd')),
+    'adagrad': optax.adagrad(lr('adagrad')),
   }
 
 
@@ -170,4 +174,13 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
     'curve_xlabel': f'step (x{steps // 50})',
     'curve_logy': True,
     'baselines': {'global mean': mean_rmse, 'noise floor': NOISE},
+    # The curves are means over 50 equal windows of steps: x at each window's middle.
+    'curve_x': [(i + 0.5) * steps / 50 for i in range(50)],
+    'curve_x_label': f'step (minibatches of {BATCH_SIZE} ratings)',
+    'learning_rates': dict(PEAK_LEARNING_RATES),
+    'title': (
+      f'matrix factorisation ({NUM_USERS}x{NUM_ITEMS}, rank {FACTORS}): held-out RMSE, '
+      + plotting.versus(PEAK_LEARNING_RATES, prefix='peak lr ')
+      + ', cosine decay'
+    ),
   }

@@ -181,8 +181,8 @@ def save(ax_or_fig: Any, path: str | os.PathLike[str], *, dpi: int = 110) -> str
 # ``python -m rmsprop_optax demo`` writes one PNG per demo. A demo module may
 # define ``figure(result) -> Figure`` (drawn from its own result dict); the
 # others get :func:`curves_figure`, driven by the generic result keys
-# (``curves``, ``curve_x``, ``curve_xlabel``, ``curve_label``, ``curve_logy``,
-# ``baselines``, ``title``).
+# (``curves``, ``curve_x`` with its ``curve_x_label``, else ``curve_xlabel``
+# for the x = 1..n, ``curve_label``, ``curve_logy``, ``baselines``, ``title``).
 
 
 def fmt_lr(value: float) -> str:
@@ -243,7 +243,10 @@ def draw_curves(result: Mapping[str, Any], ax: Any) -> Any:
     values = values[values > 0]
     if values.size and values.max() / values.min() < 100:
       _plain_log_ticks(ax)
-  ax.set_xlabel(result.get('curve_xlabel', 'step'))
+  xlabel = result.get('curve_xlabel', 'step')
+  if 'curve_x' in result:  # real units; 'curve_xlabel' may describe the index 1..n
+    xlabel = result.get('curve_x_label', xlabel)
+  ax.set_xlabel(xlabel)
   ax.set_ylabel(result.get('curve_label', ''))
   ax.grid(True, which='both', alpha=0.3)
   ax.legend(framealpha=0.9, fontsize='small')
@@ -252,11 +255,13 @@ def draw_curves(result: Mapping[str, Any], ax: Any) -> Any:
 
 def curves_figure(result: Mapping[str, Any]) -> Any:
   """The generic demo figure: :func:`draw_curves` under ``result['title']``."""
+  import textwrap
+
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(7.0, 4.4), layout='constrained')
+  fig, ax = plt.subplots(figsize=(8.0, 4.8), layout='constrained')
   draw_curves(result, ax)
-  ax.set_title(result.get('title', result['name']), fontsize='medium')
+  ax.set_title('\n'.join(textwrap.wrap(result.get('title', result['name']), 90)), fontsize='medium')
   return fig
 
 
