@@ -1,0 +1,223 @@
+"""The demo figures show what each demo claims: scales, titles, series, markers.
+
+The toy demos are run in fast mode (seconds); the application demos' figures
+are drawn from small hand-made result dicts with the same keys, so no
+training runs here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip('matplotlib')
+matplotlib.use('Agg')
+
+from rmsprop_optax.demos import plotting  # noqa: E402
+
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+  import matplotlib.pyplot as plt
+
+  yield
+  plt.close('all')
+
+
+def _title(fig) -> str:
+  """Every title of a figure (suptitle and axes titles), joined."""
+  parts = [fig._suptitle.get_text()] if fig._suptitle is not None else []
+  return ' | '.join(parts + [ax.get_title() for ax in fig.axes])
+
+
+def _lrs_in_title(fig, learning_rates) -> None:
+  title = _title(fig)
+  for name, lr in learning_rates.items():
+    assert name in title, (name, title)
+    assert plotting.fmt_lr(lr) in title, (lr, title)
+
+
+def test_fmt_lr_and_versus():
+  assert [plotting.fmt_lr(v) for v in (3e-3, 2.5e-4, 1e-3, 0.01, 0.3, 1.0)] == [
+    '3e-3',
+    '2.5e-4',
+    '1e-3',
+    '0.01',
+    '0.3',
+    '1',
+  ]
+  assert plotting.versus({'rmsprop': 3e-3, 'sgd': 0.3}) == 'rmsprop lr 3e-3 vs sgd lr 0.3'
+
+
+def test_smooth_is_a_trailing_mean():
+  np.testing.assert_allclose(plotting.smooth([0.0, 3.0, 6.0, 9.0], 3), [0.0, 1.5, 3.0, 6.0])
+
+
+def test_quadratic_shows_y_flip_and_log_loss(tmp_path):
+  from rmsprop_optax.demos import quadratic
+
+  result = quadratic.run(fast=True)
+  fig = plotting.demo_figure(result)
+  ax_y, ax_loss = fig.axes
+  # y(t): SGD's flip between -2 and +2, RMSprop's approach to 0.
+  sgd_y = ax_y.get_lines()[0].get_ydata()
+  assert ax_y.get_lines()[0].get_label() == 'sgd'
+  np.testing.assert_allclose(np.abs(sgd_y[:10]), 2.0, rtol=1e-3)
+  assert np.all(np.sign(sgd_y[1:10]) == -np.sign(sgd_y[:9]))
+  assert 'y' in ax_y.get_ylabel()
+  assert ax_loss.get_yscale() == 'log'
+  assert {line.get_label() for line in ax_loss.get_lines()} == {'sgd', 'rmsprop'}
+  assert ax_loss.get_xlabel() == 'step'
+  assert 'sgd' in _title(fig) and 'rmsprop' in _title(fig) and '0.01' in _title(fig)
+  path = plotting.plot_result(result, tmp_path / 'quadratic.png')
+  with open(path, 'rb') as f:
+    assert f.read(8) == PNG_MAGIC
+
+
+def test_rosenbrock_paths_on_contours_and_log_loss():
+  from rmsprop_optax.demos import rosenbrock
+
+  result = rosenbrock.run(fast=True)
+  fig = plotting.demo_figure(result)
+  ax_path, ax_loss = fig.axes
+  assert ax_loss.get_yscale() == 'log'
+  assert len(ax_loss.get_lines()) == len(rosenbrock.optimizers())
+  assert ax_path.collections, 'no contour lines'
+  path_labels = [line.get_label() for line in ax_path.get_lines()]
+  assert set(rosenbrock.optimizers()) <= set(path_labels)
+  _lrs_in_title(fig, rosenbrock.LEARNING_RATES)
+
+
+def test_adagrad_vs_rmsprop_log_axis_and_marked_switch():
+  from rmsprop_optax.demos import adagrad_vs_rmsprop as demo
+
+  result = demo.run()
+  fig = plotting.demo_figure(result)
+  (ax,) = fig.axes
+  assert ax.get_yscale() == 'log'
+  lines = ax.get_lines()
+  curves = [line for line in lines if line.get_label() in result['curves']]
+  assert len(curves) == 1 + len(demo.DECAYS)
+  # The switch: a vertical line between step PHASE_STEPS and the next, labelled.
+  switch = [line for line in lines if 'gradient' in str(line.get_label())]
+  assert len(switch) == 1
+  xdata = np.asarray(switch[0].get_xdata(), dtype=float)
+  assert np.all(xdata == xdata[0]) and demo.PHASE_STEPS <= xdata[0] <= demo.PHASE_STEPS + 1
+  # AdaGrad's line visibly collapsed: three decades below RMSprop (decay 0.9) at the end.
+  adagrad = next(line for line in lines if line.get_label() == 'adagrad').get_ydata()
+  rms = next(line for line in lines if line.get_label() == 'rmsprop (decay 0.9)').get_ydata()
+  assert adagrad[-1] < 1e-2 * rms[-1]
+  assert any('adagrad' in t.get_text() for t in ax.texts)
+  assert 'adagrad' in _title(fig) and '0.01' in _title(fig)
+
+
+def _digits_result(epochs: int = 4) -> dict:
+  from rmsprop_optax.demos import digits
+
+  lrs = dict(digits.LEARNING_RATES)
+  rng = np.random.default_rng(0)
+  return {
+    'name': 'digits',
+    'metrics': {name: {'test_accuracy': 0.95} for name in lrs}
+    | {'chance (majority class)': {'test_accuracy': 0.1}},
+    'curves': {name: list(np.geomspace(2.0, 0.05, epochs)) for name in lrs},
+    'curve_label': 'training cross-entropy (mean per epoch)',
+    'curve_xlabel': 'epoch',
+    'curve_logy': True,
+    'curve_x': list(range(1, epochs + 1)),
+    'test_accuracy_curves': {name: list(rng.uniform(0.8, 0.99, epochs)) for name in lrs},
+    'test_loss_curves': {name: list(np.geomspace(1.0, 0.1, epochs)) for name in lrs},
+    'learning_rates': lrs,
+    'test_size': 360,
+  }
+
+
+def test_digits_shows_test_accuracy_per_epoch():
+  from rmsprop_optax.demos import digits
+
+  result = _digits_result()
+  fig = plotting.demo_figure(result)
+  ax_acc, ax_loss = fig.axes
+  assert 'accuracy' in ax_acc.get_ylabel()
+  assert len(ax_acc.get_lines()) == 3
+  assert ax_acc.get_xlabel() == 'epoch' and ax_loss.get_xlabel() == 'epoch'
+  np.testing.assert_array_equal(ax_acc.get_lines()[0].get_xdata(), [1, 2, 3, 4])
+  assert ax_loss.get_yscale() == 'log'
+  _lrs_in_title(fig, digits.LEARNING_RATES)
+  # The caption explains the loss spikes.
+  assert 'spikes' in fig._supxlabel.get_text()
+
+
+def test_digits_run_keeps_table_keys_and_adds_per_epoch_curves():
+  """The result dict of a real run carries what the figure reads (cheap: 1 epoch)."""
+  pytest.importorskip('flax')
+  pytest.importorskip('sklearn')
+  from rmsprop_optax.demos import digits
+
+  data = digits.load_data()
+  curves, metrics = digits._train(digits.optimizers()['rmsprop'], data, 1, 0, '', False)
+  assert set(metrics) == {'test_accuracy', 'test_loss', 'final_train_loss'}
+  assert curves['test_accuracy'] == [metrics['test_accuracy']]
+  assert curves['test_loss'] == [metrics['test_loss']]
+
+
+def test_dqn_shows_greedy_return_and_random_baseline():
+  from rmsprop_optax.demos import dqn
+
+  lrs = dict(dqn.LEARNING_RATES)
+  points = 6
+  result = {
+    'name': 'dqn',
+    'metrics': {name: {'greedy_mean_return': 100.0} for name in lrs},
+    'curves': {name: list(np.linspace(20, 150, 50)) for name in lrs},
+    'curve_label': 'training episode return (epsilon-greedy)',
+    'curve_xlabel': 'transitions (x400)',
+    'curve_x_label': 'transitions',
+    'curve_x': [(i + 1) * 400.0 for i in range(50)],
+    'curve_logy': False,
+    'baselines': {'random policy': 22.0},
+    'greedy_curves': {name: list(np.linspace(9, 160, points)) for name in lrs},
+    'greedy_x': [i * 4000.0 for i in range(points)],
+    'eval_episodes': 32,
+    'learning_rates': lrs,
+  }
+  fig = plotting.demo_figure(result)
+  ax = fig.axes[0]
+  assert 'greedy' in ax.get_ylabel() and ax.get_xlabel() == 'transitions'
+  baseline = [line for line in ax.get_lines() if line.get_label() == 'random policy']
+  assert len(baseline) == 1 and set(baseline[0].get_ydata()) == {22.0}
+  smoothed = [line for line in ax.get_lines() if line.get_label() in lrs]
+  assert len(smoothed) == len(lrs)
+  assert smoothed[0].get_xdata()[-1] == 20_000
+  assert fig.axes[1].get_xlabel() == 'transitions'
+  _lrs_in_title(fig, lrs)
+
+
+@pytest.mark.parametrize('name', ['char_lstm', 'matrix_factorization'])
+def test_generic_figures_use_real_steps_and_learning_rates(name):
+  import importlib
+
+  module = importlib.import_module(f'rmsprop_optax.demos.{name}')
+  lrs = getattr(module, 'LEARNING_RATES', None) or module.PEAK_LEARNING_RATES
+  steps = 300
+  result = {
+    'name': name,
+    'metrics': {n: {'x': 1.0} for n in lrs},
+    'curves': {n: list(np.geomspace(30, 10, 50)) for n in lrs},
+    'curve_label': 'loss',
+    'curve_xlabel': 'step (x6)',
+    'curve_x': [(i + 0.5) * steps / 50 for i in range(50)],
+    'curve_x_label': 'step',
+    'curve_logy': True,
+    'baselines': {'baseline': 20.0},
+    'title': f'{name}: ' + plotting.versus(lrs),
+  }
+  fig = plotting.demo_figure(result)
+  (ax,) = fig.axes
+  assert ax.get_xlabel() == 'step'
+  assert ax.get_yscale() == 'log'
+  assert len(ax.get_lines()) == len(lrs) + 1
+  assert ax.get_lines()[0].get_xdata()[-1] == pytest.approx(297.0)
+  _lrs_in_title(fig, lrs)
