@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Any
 
+from rmsprop_optax.demos import plotting
+
 # Name -> module. Imported lazily, so a demo's dependencies are only needed
 # when it runs, and a demo not written yet is skipped with a message.
 DEMOS = {
@@ -167,41 +169,6 @@ def format_results(results: list[dict[str, Any]]) -> str:
   return '\n\n'.join(_markdown([HEADER, *_rows(result)]) for result in results)
 
 
-def plot(result: dict[str, Any], path: str) -> None:
-  """One figure: a curve per optimizer, dashed lines for the baselines."""
-  import matplotlib
-
-  matplotlib.use('Agg')  # Headless: no display on CI machines.
-  import matplotlib.pyplot as plt
-
-  fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-  for opt_name, curve in result['curves'].items():
-    ax.plot(range(1, len(curve) + 1), curve, label=opt_name, linewidth=1.8)
-  colors = ('0.35', '0.6', '0.8')
-  for i, (label, value) in enumerate(result.get('baselines', {}).items()):
-    ax.axhline(value, linestyle='--', color=colors[i % 3], linewidth=1.2, label=label)
-  if result.get('curve_logy', False):
-    from matplotlib.ticker import LogFormatter
-
-    class _Plain(LogFormatter):
-      # Plain numbers ('6', '0.4') instead of matplotlib's '6x10^0' on short log ranges.
-      def __call__(self, x: float, pos: Any = None) -> str:
-        return f'{x:g}' if super().__call__(x, pos) else ''
-
-    ax.set_yscale('log')
-    ax.yaxis.set_major_formatter(_Plain())
-    ax.yaxis.set_minor_formatter(_Plain(labelOnlyBase=False))
-  ax.set_xlabel(result.get('curve_xlabel', 'step'))
-  ax.set_ylabel(result.get('curve_label', ''))
-  ax.set_title(result['name'])
-  ax.grid(True, which='both', alpha=0.3)
-  # A framed legend stays legible where it overlaps a baseline line.
-  ax.legend(framealpha=0.9)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-
-
 def _parse(argv: list[str] | None) -> argparse.Namespace:
   """The demo names (several, ``all``, duplicates dropped) and the options.
 
@@ -257,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     result = module.run(fast=args.fast, seed=args.seed, progress=True)
     elapsed = time.perf_counter() - t0
     png = os.path.join(args.out, f'{result["name"]}.png')
-    plot(result, png)
+    plotting.plot_result(result, png)  # the demo's own figure, with its claim
     print(f'[done] {name} in {elapsed:.1f}s -> {png}', flush=True)
     results.append(result)
   if not results:
