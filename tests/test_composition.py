@@ -16,7 +16,7 @@ import pytest
 import rmsprop_optax
 
 RTOL = 1e-6  # float32, same arithmetic in a different composition
-STEPS = 12
+STEPS = 12  # enough for momentum and the moving averages to shape the trajectory
 
 
 def quadratic_grads(params, t):

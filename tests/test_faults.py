@@ -32,7 +32,7 @@ from rmsprop_optax import presets
 
 INT32_MAX = 2**31 - 1
 SATURATED_RTOL = 1e-6  # float32 vs float64 closed form at the saturated count.
-STEPS = 8
+STEPS = 8  # room for good steps before, between and after the bad ones
 BAD_STEPS = {2: math.nan, 5: math.inf}  # step -> value written into one gradient element
 
 

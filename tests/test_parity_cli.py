@@ -17,7 +17,7 @@ from _harness import BOUNDS, FLOAT32_BOUND, FLOAT64_BOUND, max_rel_error
 
 from rmsprop_optax import parity
 
-CLI_STEPS = '20'
+CLI_STEPS = '20'  # a short run: these tests check the table, not the parity
 
 
 def test_table_for_optax(capsys):

@@ -80,7 +80,7 @@ FULL = {
   'lasagne': {},
 }
 SCHEDULE_RTOL = 1e-5  # float32: the two paths round the lr product differently.
-SCHEDULE_STEPS = 20
+SCHEDULE_STEPS = 20  # the lr schedule falls by 0.9**20 ~ 0.12 over the run
 
 
 def test_every_preset_is_covered():
