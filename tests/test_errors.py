@@ -75,7 +75,11 @@ def test_bad_hyperparameter_is_a_value_error_naming_it(factory, kwargs, argument
   assert re.search(rf'\b{argument}\b', str(info.value)) and shown in str(info.value)
 
 
-@pytest.mark.parametrize('value', [np.float32(-1.0), jnp.asarray(-1.0), np.array(2.0)])
+@pytest.mark.parametrize(
+  'value',
+  [np.float32(-1.0), jnp.asarray(-1.0), np.array(2.0)],
+  ids=['numpy-scalar', 'jax-array', 'numpy-array'],
+)
 def test_bad_concrete_array_hyperparameters_are_checked_too(value):
   with pytest.raises(ValueError, match='`decay`'):
     rmsprop_optax.scale_by_rms(decay=value)
@@ -208,7 +212,7 @@ BAD_TREES = {
 }
 
 
-@pytest.mark.parametrize('jit', [False, True])
+@pytest.mark.parametrize('jit', [False, True], ids=['eager', 'jit'])
 @pytest.mark.parametrize('case', BAD_TREES)
 @pytest.mark.parametrize(
   'factory',
