@@ -174,7 +174,7 @@ def test_demo_runs_several_names_once_each(tmp_path, capsys, monkeypatch):
     return types.SimpleNamespace(run=run)
 
   monkeypatch.setattr(cli, '_load', fake)
-  monkeypatch.setattr(cli, 'plot', lambda result, path: None)
+  monkeypatch.setattr(cli.plotting, 'plot_result', lambda result, path: None)
   out = tmp_path / 'out'
   assert main(['demo', 'digits', 'dqn', 'digits', '--fast', '--out', str(out)]) == 0
   assert calls == ['digits', 'dqn']
