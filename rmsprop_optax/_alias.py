@@ -162,10 +162,25 @@ def rmsprop(
     :func:`rmsprop_optax.find_rms_state`.
 
   Raises:
-    ValueError: for a constant hyperparameter out of range (naming it),
-      ``nesterov`` without momentum, or ``bias_correction`` with a scheduled
-      decay; at trace time for gradients whose tree differs from the state's.
-    TypeError: for integer or boolean gradients.
+    ValueError: at construction, naming the argument and the value, for a
+      constant ``decay`` or ``mean_decay`` outside [0, 1], a negative ``eps``,
+      ``learning_rate``, ``weight_decay`` or ``initial_scale``, a ``momentum``
+      outside [0, 1), any of them NaN or infinite; ``nesterov`` without
+      momentum; ``bias_correction`` with a scheduled decay or ``decay = 1``;
+      ``mean_decay`` without ``centered``. In ``update``: gradients whose tree
+      or shapes differ from the state's (naming the first mismatching path,
+      e.g. ``['layer']['b']: updates has shape (5,), the state has shape
+      (3,)``), and a weight-decay step without ``params``.
+    TypeError: a string, bool, complex or ``None`` hyperparameter; in
+      ``init``, an integer ``accumulator_dtype`` or a params leaf that is not an
+      array (e.g. an Equinox model's functions: pass
+      ``eqx.filter(model, eqx.is_array)``); in ``update``, integer, unsigned or
+      boolean gradients (naming the path and dtype).
+
+  NaN and infinite gradients are not an error: they propagate into the state
+  (a NaN stays in ``nu``). Wrap the optimizer to skip such steps, e.g.
+  ``optax.apply_if_finite(rmsprop_optax.rmsprop(1e-3), max_consecutive_errors=5)``,
+  which leaves params and state bit-identical on a bad step.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax, rmsprop_optax
