@@ -8,6 +8,7 @@ Three tiers:
 """
 
 from rmsprop_optax import presets as presets
+from rmsprop_optax import schedules as schedules
 from rmsprop_optax._alias import ScheduledTraceState as ScheduledTraceState
 from rmsprop_optax._alias import rmsprop as rmsprop
 from rmsprop_optax._transforms import ScaleByCenteredRmsState as ScaleByCenteredRmsState
@@ -31,4 +32,5 @@ __all__ = (
   'rmsprop',
   'scale_by_centered_rms',
   'scale_by_rms',
+  'schedules',
 )

@@ -23,6 +23,7 @@ PUBLIC = {
   'rmsprop',
   'scale_by_centered_rms',
   'scale_by_rms',
+  'schedules',
 }
 
 
