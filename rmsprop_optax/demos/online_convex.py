@@ -48,14 +48,16 @@ def run(
   *,
   steps: int,
   learning_rate: float = 0.5,
+  lr_exponent: float = 0.5,
   eps: float = 1e-8,
   x0: float = 1.0,
 ) -> jax.Array:
   """Plays the counterexample with RMSprop; returns ``x_1, ..., x_{steps+1}``.
 
   Per step: ``u = scale_by_rms(decay, eps)(g_t)``, ``x <- clip(x - lr_t u,
-  -1, 1)`` with ``lr_t = learning_rate / sqrt(t)``
-  (:func:`rmsprop_optax.schedules.inverse_power_learning_rate`). ``x_t`` is
+  -1, 1)`` with ``lr_t = learning_rate / t**lr_exponent``
+  (:func:`rmsprop_optax.schedules.inverse_power_learning_rate`; the paper's
+  ``1 / sqrt(t)`` by default). ``x_t`` is
   the point played at step ``t`` (before seeing ``g_t``); the last entry is
   the point after the last step.
 
@@ -64,6 +66,7 @@ def run(
     c: the large gradient ``C`` (> 2 for ``x = -1`` to be the optimum).
     steps: ``T``.
     learning_rate: ``alpha``.
+    lr_exponent: ``s`` in ``alpha / t**s``.
     eps: ``scale_by_rms``'s eps.
     x0: ``x_1``; Reddi et al. start at 1.
 
@@ -82,14 +85,14 @@ def run(
   """
   tx = optax.chain(
     rmsprop_optax.scale_by_rms(decay=decay, eps=eps),
-    optax.scale_by_learning_rate(schedules.inverse_power_learning_rate(learning_rate, 0.5)),
+    optax.scale_by_learning_rate(schedules.inverse_power_learning_rate(learning_rate, lr_exponent)),
   )
   g = gradients(c, steps)
   x = jnp.asarray(x0, dtype=g.dtype)
 
   def step(carry: Any, g_t: jax.Array) -> tuple[Any, jax.Array]:
     x, state = carry
-    u, state = tx.update(g_t, state, x)
+    u, state = tx.update(g_t, state)
     return (jnp.clip(x + u, -1, 1), state), x
 
   (x_last, _), played = jax.lax.scan(step, (x, tx.init(x)), g)
