@@ -264,7 +264,7 @@ def test_regret_of_a_fixed_point_is_the_closed_form(x64, x):
 
 def test_small_constant_decay_ends_at_the_worst_point(x64):
   del x64
-  xs = online_convex.run(0.1, 2.5, steps=3001)
+  xs = online_convex.play(0.1, 2.5, steps=3001)
   assert float(xs[-1]) > 0.95
   r = online_convex.regret(xs[:-1], 2.5)
   # Linear regret: R_T / T flat, near 2 (C - 2) / 3.
@@ -275,15 +275,15 @@ def test_small_constant_decay_ends_at_the_worst_point(x64):
 @pytest.mark.parametrize('exponent', [1.0, 0.8])
 def test_power_decay_reaches_the_best_point(x64, exponent):
   del x64
-  xs = online_convex.run(schedules.power_decay(exponent), 2.5, steps=3001)
+  xs = online_convex.play(schedules.power_decay(exponent), 2.5, steps=3001)
   assert float(xs[-1]) == -1.0
   assert online_convex.regret_slope(online_convex.regret(xs[:-1], 2.5)) < -0.4
 
 
-def test_run_matches_a_numpy_loop(x64):
+def test_play_matches_a_numpy_loop(x64):
   del x64
   c, steps, lr, eps = 2.5, 60, 0.5, 1e-8
-  got = np.asarray(online_convex.run(0.7, c, steps=steps, learning_rate=lr, eps=eps))
+  got = np.asarray(online_convex.play(0.7, c, steps=steps, learning_rate=lr, eps=eps))
   x, nu, ref = 1.0, 0.0, [1.0]
   for t in range(1, steps + 1):
     g = c if t % 3 == 1 else -1.0

@@ -9,11 +9,13 @@ large gradient ``C`` shrink its step (``nu`` jumps) while the frequent ``-1``
 gradients push it up with large steps, and it drifts to ``x = +1``, the worst
 point, with regret growing linearly in ``T``.
 
-:func:`run` plays it with :func:`rmsprop_optax.scale_by_rms` (a constant,
+:func:`play` plays it with :func:`rmsprop_optax.scale_by_rms` (a constant,
 array or scheduled decay), the learning rate ``alpha / sqrt(t)`` of the
 paper, and a projection (clip) onto [-1, 1] after each step, in one
 ``jax.lax.scan``; ``jax.vmap`` over ``decay`` and ``c`` gives phase diagrams.
 Use float64 (``jax.enable_x64``) for results that do not depend on rounding.
+These are the helpers of ``notebooks/07_convergence.ipynb``, not a demo of the
+``python -m rmsprop_optax demo`` command (there is no ``run``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def gradients(c: Any, steps: int) -> jax.Array:
   return jnp.where(t % 3 == 1, c, -jnp.ones_like(c))
 
 
-def run(
+def play(
   decay: optax.ScalarOrSchedule,
   c: Any,
   *,
@@ -78,8 +80,8 @@ def run(
     >>> from rmsprop_optax import schedules
     >>> from rmsprop_optax.demos import online_convex
     >>> with jax.enable_x64(True):
-    ...   small = online_convex.run(0.1, 2.5, steps=3001)[-1]
-    ...   rising = online_convex.run(schedules.power_decay(1.0), 2.5, steps=3001)[-1]
+    ...   small = online_convex.play(0.1, 2.5, steps=3001)[-1]
+    ...   rising = online_convex.play(schedules.power_decay(1.0), 2.5, steps=3001)[-1]
     >>> print(round(float(small), 2), round(float(rising), 2))  # worst point, best point
     0.99 -1.0
   """
@@ -106,7 +108,7 @@ def regret(xs: jax.Array, c: Any) -> jax.Array:
   losses are linear, so ``f_k(x_k) - f_k(-1) = g_k (x_k + 1)``.
 
   Args:
-    xs: the points played, ``x_1, ..., x_T`` (``run(...)[:-1]``).
+    xs: the points played, ``x_1, ..., x_T`` (``play(...)[:-1]``).
     c: ``C``.
 
   Returns:
@@ -156,7 +158,7 @@ def final_x_grid(cs: Any, decays: Any, *, steps: int, **kwargs: Any) -> jax.Arra
   """Final ``x`` for every ``(C, constant decay)``: shape ``(len(cs), len(decays))``.
 
   One compiled ``scan`` over the whole grid (``jax.vmap`` over both axes);
-  ``kwargs`` go to :func:`run`.
+  ``kwargs`` go to :func:`play`.
 
   Examples:
     >>> import jax
@@ -168,7 +170,7 @@ def final_x_grid(cs: Any, decays: Any, *, steps: int, **kwargs: Any) -> jax.Arra
   """
   cs = jnp.asarray(cs, dtype=float)
   decays = jnp.asarray(decays, dtype=float)
-  one = lambda c, d: run(d, c, steps=steps, **kwargs)[-1]
+  one = lambda c, d: play(d, c, steps=steps, **kwargs)[-1]
   return jax.vmap(lambda c: jax.vmap(lambda d: one(c, d))(decays))(cs)
 
 
