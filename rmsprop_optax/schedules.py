@@ -239,7 +239,10 @@ def zou_condition(decay_exponent: float, lr_exponent: float, scale: float = 1.0)
   convergence. ``scale = 1`` makes ``theta_1 = 0``, the edge of 1, which we
   accept (``1 - 1/t`` is the AdamNC setting the paper covers).
 
-  It is a *sufficient* condition for a non-convex bound: failing it does not
+  Parts 1-3 are a summary of the paper's condition for ``beta_t = 0``, not a
+  quotation; the theorem has its own assumptions and constants, so read it
+  before relying on more than the yes/no answer. It is a *sufficient*
+  condition for a non-convex bound: failing it does not
   mean divergence (``notebooks/07_convergence.ipynb`` shows where it holds and
   what actually happens on Reddi et al.'s convex counterexample).
 
