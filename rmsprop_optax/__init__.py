@@ -5,12 +5,16 @@ Three tiers:
 - :func:`scale_by_rms`, :func:`scale_by_centered_rms`: rescaling only.
 - :func:`rmsprop`: learning rate, sign, momentum, weight decay, maximize.
 - :mod:`rmsprop_optax.presets`: framework-exact constructors.
+- :func:`quantized`: 8- or 4-bit blockwise state for any of them.
 """
 
 from rmsprop_optax import presets as presets
 from rmsprop_optax import schedules as schedules
 from rmsprop_optax._alias import ScheduledTraceState as ScheduledTraceState
 from rmsprop_optax._alias import rmsprop as rmsprop
+from rmsprop_optax._quantize import Quantized as Quantized
+from rmsprop_optax._quantize import QuantizedArray as QuantizedArray
+from rmsprop_optax._quantize import quantized as quantized
 from rmsprop_optax._transforms import ScaleByCenteredRmsState as ScaleByCenteredRmsState
 from rmsprop_optax._transforms import ScaleByRmsState as ScaleByRmsState
 from rmsprop_optax._transforms import scale_by_centered_rms as scale_by_centered_rms
@@ -22,6 +26,8 @@ from rmsprop_optax.diagnostics import memory_length as memory_length
 __version__ = '0.1.0'
 
 __all__ = (
+  'Quantized',
+  'QuantizedArray',
   'ScaleByCenteredRmsState',
   'ScaleByRmsState',
   'ScheduledTraceState',
@@ -29,6 +35,7 @@ __all__ = (
   'find_rms_state',
   'memory_length',
   'presets',
+  'quantized',
   'rmsprop',
   'scale_by_centered_rms',
   'scale_by_rms',

@@ -54,9 +54,9 @@ def _momentum(
     del params
     beta = momentum(state.count) if scheduled else momentum  # type: ignore[operator]
     out, new = optax.trace(decay=beta, nesterov=nesterov).update(
-      updates, optax.TraceState(trace=state.trace)
+      updates, optax.TraceState(trace=_precision.load_tree(state.trace))
     )
-    trace = optax.tree.cast_like(new.trace, state.trace)
+    trace = _precision.store_tree(new.trace, state.trace)
     if scheduled:
       return out, ScheduledTraceState(count=optax.safe_increment(state.count), trace=trace)
     return out, optax.TraceState(trace=trace)

@@ -7,7 +7,11 @@ The policy, for a parameter of dtype ``p`` and a gradient of dtype ``g``:
   accumulators lose the small ``(1 - decay) * g**2`` increments and stall
   (https://github.com/google-deepmind/optax/issues/1552). Second moments are
   real even for complex params. The state keeps its dtype across steps.
-- **Arithmetic**: in the state's dtype widened to at least float32.
+- **Quantized state** (``accumulator_dtype=rmsprop_optax.quantized(...)``):
+  leaves of at least ``min_size`` real elements store blockwise 8- or 4-bit
+  codes (:mod:`rmsprop_optax._quantize`); smaller leaves keep float32 state.
+- **Arithmetic**: in the state's dtype widened to at least float32
+  (quantized state: dequantized to float32, requantized after the step).
 - **Output**: the gradient's dtype ``g``. :func:`rmsprop_optax.rmsprop` runs
   its whole chain in at least float32 and rounds once, at the end: rounding
   after the rescaling instead would lose the ``lr * s`` product's precision and
@@ -22,6 +26,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+
+from rmsprop_optax import _quantize
 
 _SIXTEEN_BIT_FLOATS = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 
@@ -58,7 +64,7 @@ def compute_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
 
 
 def init_state(
-  params: optax.Params, value: Any, accumulator_dtype: jax.typing.DTypeLike | None, *, real: bool
+  params: optax.Params, value: Any, accumulator_dtype: Any, *, real: bool
 ) -> optax.Params:
   """A state tree filled with ``value``: the params' shapes and sharding, the policy's dtypes.
 
@@ -70,13 +76,45 @@ def init_state(
   is exact for every input, NaN and inf included.
   """
 
-  def fill(p: Any) -> jax.Array:
-    dtype = state_dtype(jnp.result_type(p), accumulator_dtype, real=real)
+  def fill(p: Any) -> jax.Array | _quantize.QuantizedArray:
+    if isinstance(accumulator_dtype, _quantize.Quantized):
+      if jnp.issubdtype(jnp.result_type(p), jnp.complexfloating):
+        raise TypeError(
+          'accumulator_dtype=quantized(...) supports real params only, got a '
+          f'{jnp.result_type(p)} param; use a float accumulator_dtype for complex params'
+        )
+      if _quantize.quantizable(p, accumulator_dtype):
+        return _quantize.init(p, value, accumulator_dtype, signed=not real)
+      dtype = jnp.dtype(jnp.float32)
+    else:
+      dtype = state_dtype(jnp.result_type(p), accumulator_dtype, real=real)
     if isinstance(p, jax.core.Tracer):
       return jnp.where(jnp.isnan(p), value, value).astype(dtype)
     return jnp.full_like(p, value, dtype=dtype)
 
   return jax.tree.map(fill, params)
+
+
+def load(stored: Any) -> jax.Array:
+  """A state leaf as an array in its arithmetic precision (dequantized if stored as codes)."""
+  if isinstance(stored, _quantize.QuantizedArray):
+    return stored.dequantize()
+  return stored.astype(compute_dtype(stored.dtype))
+
+
+def store(value: jax.Array, like: Any) -> Any:
+  """``value`` stored as ``like`` is: cast to its dtype, or requantized like it."""
+  if isinstance(like, _quantize.QuantizedArray):
+    return _quantize.quantize(value, bits=like.bits, block_size=like.block_size, signed=like.signed)
+  return value.astype(like.dtype)
+
+
+def load_tree(tree: Any) -> Any:
+  return jax.tree.map(load, tree, is_leaf=_quantize.is_quantized)
+
+
+def store_tree(values: Any, like: Any) -> Any:
+  return jax.tree.map(store, values, like)
 
 
 def widen(updates: optax.Updates) -> optax.Updates:

@@ -254,8 +254,8 @@ def _scale_by_rms(
 
 def _rescale(
   g: jax.Array,
-  nu: jax.Array,
-  mu: jax.Array | None,
+  nu: Any,
+  mu: Any,
   decay: Any,
   mean_decay: Any,
   eps: Any,
@@ -264,12 +264,12 @@ def _rescale(
   eps_in_sqrt: bool,
   zero_guard: bool,
   first_variance_zero: bool,
-) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+) -> tuple[jax.Array, Any, Any]:
   """One leaf: ``(out, new nu, new mu)``; ``t`` is the count when bias-correcting, else None."""
   dtype = _precision.compute_dtype(nu.dtype)
   g_c = g.astype(jnp.promote_types(dtype, g.dtype) if jnp.iscomplexobj(g) else dtype)
 
-  new_nu = decay * nu.astype(dtype) + (1 - decay) * _abs_sq(g_c)
+  new_nu = decay * _precision.load(nu) + (1 - decay) * _abs_sq(g_c)
   # One scalar reciprocal, then a multiply per element: a divide per element
   # costs as much as the memory traffic of the whole step on CPU.
   s = new_nu if t is None else new_nu * (1 / _bias_correction(decay, t, dtype))
@@ -277,7 +277,7 @@ def _rescale(
   new_mu = None
   if mu is not None:
     mu_dtype = _precision.compute_dtype(mu.dtype)
-    new_mu = mean_decay * mu.astype(mu_dtype) + (1 - mean_decay) * g_c
+    new_mu = mean_decay * _precision.load(mu) + (1 - mean_decay) * g_c
     mu_hat = new_mu
     if t is not None:
       mu_hat = new_mu * (1 / _bias_correction(mean_decay, t, jnp.finfo(mu_dtype).dtype))
@@ -307,8 +307,8 @@ def _rescale(
     out = jnp.where(nonzero, out, 0)
   return (
     out.astype(g.dtype),
-    new_nu.astype(nu.dtype),
-    None if new_mu is None else new_mu.astype(mu.dtype),  # type: ignore[attr-defined,union-attr]
+    _precision.store(new_nu, nu),
+    None if new_mu is None else _precision.store(new_mu, mu),
   )
 
 

@@ -13,6 +13,8 @@ import optax
 import rmsprop_optax
 
 PUBLIC = {
+  'Quantized',
+  'QuantizedArray',
   'ScaleByCenteredRmsState',
   'ScaleByRmsState',
   'ScheduledTraceState',
@@ -20,6 +22,7 @@ PUBLIC = {
   'find_rms_state',
   'memory_length',
   'presets',
+  'quantized',
   'rmsprop',
   'scale_by_centered_rms',
   'scale_by_rms',

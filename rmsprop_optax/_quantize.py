@@ -1,0 +1,215 @@
+"""Blockwise-quantized optimizer state: 1 byte (or half a byte) per element.
+
+Dettmers, Lewis, Shleifer and Zettlemoyer, "8-bit Optimizers via Block-wise
+Quantization" (ICLR 2022, arXiv:2110.02861): each block of ``block_size``
+consecutive elements keeps one float32 scale, its largest magnitude, and every
+element stores the index of the nearest value of a fixed non-linear code map
+applied to ``x / scale``. The map is their "dynamic tree" map, the one
+bitsandbytes builds with ``create_dynamic_map``: values spread over seven
+decades (three at 4 bits), so small moments keep relative precision. The
+unsigned map serves ``nu`` (never negative), the signed one ``mu`` and the
+momentum buffer.
+
+Storage only: each step dequantizes, runs the float32 arithmetic and
+requantizes; the update uses the unrounded new moments. Blocks run along the
+last axis, so the codes have the param's shape (8 bits) and shard like it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantized:
+  """How to store optimizer state: see :func:`quantized`."""
+
+  bits: int = 8
+  block_size: int = 256
+  min_size: int = 4096
+
+  def __post_init__(self) -> None:
+    if isinstance(self.bits, bool) or self.bits not in (4, 8):
+      raise ValueError(f'quantized: `bits` must be 8 or 4, got {self.bits!r}')
+    b = self.block_size
+    if isinstance(b, bool) or not isinstance(b, int) or b < 2 or b & (b - 1):
+      raise ValueError(
+        f'quantized: `block_size` must be a power of two >= 2, got {self.block_size!r}'
+      )
+    m = self.min_size
+    if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+      raise ValueError(f'quantized: `min_size` must be an integer >= 0, got {self.min_size!r}')
+
+
+def quantized(bits: int = 8, block_size: int | None = None, min_size: int = 4096) -> Quantized:
+  """Blockwise-quantized state, accepted wherever ``accumulator_dtype`` is.
+
+  Args:
+    bits: 8 (one code per byte) or 4 (two codes per byte).
+    block_size: elements per float32 scale, a power of two; default 256 for 8
+      bits and 128 for 4 bits. Blocks run along the param's last axis (a
+      shorter last axis is one block), so the state shards like the param.
+    min_size: leaves with fewer elements keep float32 state (the scales and
+      the code lookups do not pay for small biases and norms).
+
+  Returns:
+    A spec for ``accumulator_dtype=``: ``nu``, ``mu`` and the momentum buffer of
+    leaves of at least ``min_size`` real float elements become
+    :class:`QuantizedArray` (uint8 codes and float32 scales). For 4 bits a
+    leaf's last axis must also have even length (two codes share a byte).
+
+  Raises:
+    ValueError: for ``bits`` other than 8 or 4, a ``block_size`` that is not a
+      power of two >= 2, or a negative ``min_size``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rmsprop_optax
+    >>> opt = rmsprop_optax.rmsprop(1e-3, accumulator_dtype=rmsprop_optax.quantized(8))
+    >>> state = opt.init({'w': jnp.zeros((256, 1024))})
+    >>> nu = rmsprop_optax.find_rms_state(state).nu['w']
+    >>> nu.codes.dtype, nu.codes.shape, nu.scale.shape
+    (dtype('uint8'), (256, 1024), (256, 4))
+  """
+  if block_size is None:
+    block_size = 256 if bits == 8 else 128
+  return Quantized(bits=bits, block_size=block_size, min_size=min_size)
+
+
+@functools.partial(
+  jax.tree_util.register_dataclass,
+  data_fields=['codes', 'scale'],
+  meta_fields=['shape', 'bits', 'block_size', 'signed'],
+)
+@dataclasses.dataclass(frozen=True)
+class QuantizedArray:
+  """A float32 array stored as blockwise codes; a pytree of two arrays.
+
+  ``codes``: uint8, the param's shape (8 bits) or its last axis halved (4
+  bits, low nibble first). ``scale``: float32, the largest magnitude of each
+  block of ``block_size`` elements along the last axis, shape
+  ``shape[:-1] + (ceil(shape[-1] / block_size),)``. The logical ``shape``,
+  ``bits``, ``block_size`` and ``signed`` (which code map) are static.
+  """
+
+  codes: jax.Array
+  scale: jax.Array
+  shape: tuple[int, ...]
+  bits: int
+  block_size: int
+  signed: bool
+
+  @property
+  def dtype(self) -> jnp.dtype:
+    return jnp.dtype(jnp.float32)
+
+  def dequantize(self) -> jax.Array:
+    """The float32 values the codes stand for."""
+    codes = self.codes
+    if self.bits == 4:
+      codes = jnp.stack([codes & 15, codes >> 4], axis=-1).reshape(self.shape)
+    values = jnp.asarray(code_map(self.bits, self.signed))[codes.astype(jnp.int32)]
+    n, b = self.shape[-1], _block(self.shape[-1], self.block_size)
+    scale = jnp.repeat(self.scale, b, axis=-1, total_repeat_length=_ceil_div(n, b) * b)
+    return values * scale[..., :n]
+
+
+def is_quantized(x: Any) -> bool:
+  return isinstance(x, QuantizedArray)
+
+
+@functools.cache
+def code_map(bits: int, signed: bool) -> np.ndarray:
+  """The dynamic (tree) code map, sorted, as bitsandbytes' ``create_dynamic_map``.
+
+  For 8 bits this is ``create_dynamic_map(signed, max_exponent_bits=7,
+  total_bits=8)``: per decade ``10**-6 .. 1`` the midpoints of a linear grid
+  on [0.1, 1] whose size doubles each decade, then 0 and 1 (and the
+  negatives when signed). 4 bits use three decades.
+  """
+  total_bits = bits
+  max_exponent_bits = 7 if bits == 8 else 3
+  non_sign_bits = total_bits - 1
+  data: list[float] = []
+  for i in range(max_exponent_bits):
+    exponent = i + non_sign_bits - max_exponent_bits + (0 if signed else 1)
+    boundaries = np.linspace(0.1, 1, 2**exponent + 1, dtype=np.float32)
+    means = (boundaries[:-1] + boundaries[1:]) / 2.0
+    scale = 10.0 ** (-(max_exponent_bits - 1) + i)
+    data += (scale * means).tolist()
+    if signed:
+      data += (-scale * means).tolist()
+  data += [0.0, 1.0]
+  data += [0.0] * (2**total_bits - len(data))
+  return np.sort(np.asarray(data, np.float32))
+
+
+def quantize(x: jax.Array, *, bits: int, block_size: int, signed: bool) -> QuantizedArray:
+  """Round-to-nearest codes of ``x`` (float32) with one absmax scale per block."""
+  shape = tuple(x.shape)
+  n = shape[-1]
+  b = _block(n, block_size)
+  n_blocks = _ceil_div(n, b)
+  padded = x.astype(jnp.float32)
+  if n_blocks * b != n:
+    padded = jnp.pad(padded, [(0, 0)] * (len(shape) - 1) + [(0, n_blocks * b - n)])
+  blocks = padded.reshape(shape[:-1] + (n_blocks, b))
+  scale = jnp.max(jnp.abs(blocks), axis=-1)
+  normalized = blocks * jnp.where(scale > 0, 1 / jnp.where(scale > 0, scale, 1), 0)[..., None]
+  table = code_map(bits, signed)
+  midpoints = jnp.asarray((table[1:] + table[:-1]) / 2)
+  codes = jnp.searchsorted(midpoints, normalized).astype(jnp.uint8)
+  codes = codes.reshape(shape[:-1] + (n_blocks * b,))[..., :n]
+  if bits == 4:
+    codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
+  return QuantizedArray(codes, scale, shape, bits, block_size, signed)
+
+
+def quantizable(param: Any, spec: Quantized) -> bool:
+  """Whether a param of this shape and dtype gets quantized state under ``spec``."""
+  shape = np.shape(param)
+  if math.prod(shape) < max(spec.min_size, 1) or not shape:
+    return False
+  if spec.bits == 4 and shape[-1] % 2:
+    return False
+  return True
+
+
+def init(param: Any, value: float, spec: Quantized, *, signed: bool) -> QuantizedArray:
+  """Quantized state filled with ``value``, sharded like ``param`` under ``jit``.
+
+  The codes and scales are computed from ``param`` (a select whose two
+  branches are equal) so that XLA's sharding propagation has a data path to
+  follow, as for float state.
+  """
+  shape = tuple(np.shape(param))
+  table = code_map(spec.bits, signed)
+  # A nonzero fill is its own block scale (code for 1.0); zero is code for 0.
+  one, zero = (int(np.argmin(np.abs(table - v))) for v in (1.0, 0.0))
+  code = jnp.where(jnp.asarray(value) != 0, one, zero).astype(jnp.uint8)
+  b = _block(shape[-1], spec.block_size)
+  codes_like = param if spec.bits == 8 else param[..., 0::2]
+  scale_like = param[..., ::b]
+  if isinstance(param, jax.core.Tracer):
+    codes = jnp.where(jnp.isnan(codes_like), code, code).astype(jnp.uint8)
+    scale = jnp.where(jnp.isnan(scale_like), value, value).astype(jnp.float32)
+  else:
+    codes = jnp.full_like(codes_like, code, dtype=jnp.uint8)
+    scale = jnp.full_like(scale_like, value, dtype=jnp.float32)
+  if spec.bits == 4:
+    codes = codes | (codes << 4)
+  return QuantizedArray(codes, scale, shape, spec.bits, spec.block_size, signed)
+
+
+def _block(n: int, block_size: int) -> int:
+  return min(block_size, n)
+
+
+def _ceil_div(a: int, b: int) -> int:
+  return -(-a // b)
