@@ -49,7 +49,7 @@ class SweepResult(NamedTuple):
     learning_rates: ``(K,)`` the grid, float32.
     seeds: ``(S,)`` the random seeds, int32.
     losses: ``(K, S, T)`` the training loss at every step (before its update).
-    metrics: ``{name: (K, S)}``, ``eval_fn`` of the final params (empty without one).
+    metrics: ``{name: (K, S, ...)}``, ``eval_fn`` of the final params (empty without one).
   """
 
   learning_rates: jax.Array
@@ -133,14 +133,16 @@ def lr_sweep(
       With ``inject_hyperparams`` the learning rate lives in the state, which
       is batched over the grid like the params.
     loss_fn: ``loss_fn(params, batch) -> scalar``, differentiated w.r.t. params.
-    init_fn: ``init_fn(key) -> params``; ``key`` derives from the seed only.
+    init_fn: ``init_fn(key) -> params``. Run ``(lr, seed)`` uses
+      ``init_key, data_key = jax.random.split(jax.random.key(seed))``, so a
+      single run can be reproduced outside the sweep.
     batches: a pytree whose leaves have a leading step axis ``T``, the same
       batches for every run; or a callable ``batches(key) -> pytree`` that
-      makes one seed's batches inside the program (``key`` derives from the
-      seed, independent of ``init_fn``'s).
+      makes one seed's batches inside the program from ``data_key``.
     learning_rates: the ``K`` learning rates.
     seeds: the ``S`` integer random seeds.
-    eval_fn: ``eval_fn(params) -> {name: scalar}`` on the final params.
+    eval_fn: ``eval_fn(params) -> {name: array}`` on the final params
+      (scalars such as a test accuracy; arrays are allowed).
 
   The callables are static arguments of the compiled program: the same
   callables with same-shaped inputs reuse one compilation (new learning
