@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rmsprop_optax import _checks
+from rmsprop_optax import _checks, _precision
 from rmsprop_optax._transforms import ScaleByCenteredRmsState, ScaleByRmsState
 
 RmsState = ScaleByRmsState | ScaleByCenteredRmsState
@@ -101,6 +101,10 @@ def effective_learning_rate(
   """
   state = find_rms_state(opt_state)
   lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+  # Quantized state reads as the float32 values it stands for.
+  state = state._replace(
+    **{k: _precision.load_tree(getattr(state, k)) for k in ('nu', 'mu') if hasattr(state, k)}
+  )
 
   def one(nu: jax.Array, mu: jax.Array | None) -> jax.Array:
     s = nu if mu is None else jnp.maximum(nu - jnp.square(jnp.abs(mu)), 0)
