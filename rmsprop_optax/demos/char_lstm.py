@@ -83,11 +83,13 @@ LEARNING_RATES = {'rmsprop': 3e-3, 'sgd': 1.0, 'adam': 3e-3}
 CLIP_NORM = 1.0
 
 
-def optimizers() -> dict[str, optax.GradientTransformation]:
+def optimizers(accumulator_dtype: Any = None) -> dict[str, optax.GradientTransformation]:
+  """The three optimizers; ``accumulator_dtype`` (e.g. ``quantized(8)``) is RMSprop's only."""
   clip = optax.clip_by_global_norm(CLIP_NORM)
   lr = LEARNING_RATES
+  rms = rmsprop_optax.rmsprop(lr['rmsprop'], decay=0.9, accumulator_dtype=accumulator_dtype)
   return {
-    'rmsprop': optax.chain(clip, rmsprop_optax.rmsprop(lr['rmsprop'], decay=0.9)),
+    'rmsprop': optax.chain(clip, rms),
     'sgd': optax.chain(clip, optax.sgd(lr['sgd'])),
     'adam': optax.chain(clip, optax.adam(lr['adam'])),
   }
@@ -193,15 +195,44 @@ def _train(
   return [float(np.exp(v)) for v in _common.chunk_means(losses, 50)], metrics
 
 
-def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-  """Trains the LSTM with each optimizer; reports validation perplexity."""
-  cfg = CONFIG_FAST if fast else CONFIG_FULL
+def _data(cfg: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+  """The training tokens and the held-out windows."""
   tokens = encode(corpus())
   split = int(len(tokens) * (1 - VAL_FRACTION))
   train, val = tokens[:split], tokens[split:]
   # Non-overlapping held-out windows of seq_len + 1 characters, state reset per window.
   window = cfg['seq_len'] + 1
-  val_windows = val[: (len(val) // window) * window].reshape(-1, window)
+  return train, val[: (len(val) // window) * window].reshape(-1, window)
+
+
+def run_rmsprop(
+  *, fast: bool = False, seed: int = 0, accumulator_dtype: Any = None, progress: bool = False
+) -> dict[str, Any]:
+  """RMSprop alone, as in :func:`run`, its state stored as ``accumulator_dtype``.
+
+  Returns the final ``metrics``, the headline ``metric`` name, its ``curve``
+  (training perplexity, means over 50 windows of steps) with ``curve_x``, and
+  the initial ``params`` (for the state's size).
+  """
+  cfg = CONFIG_FAST if fast else CONFIG_FULL
+  train, val_windows = _data(cfg)
+  opt = optimizers(accumulator_dtype)['rmsprop']
+  curve, metrics = _train(opt, train, val_windows, cfg, seed, f'{NAME}/rmsprop', progress)
+  init_key = jax.random.split(jax.random.key(seed))[0]
+  return {
+    'metric': 'val_perplexity',
+    'metrics': metrics,
+    'curve': curve,
+    'curve_x': [(i + 0.5) * cfg['steps'] / 50 for i in range(50)],
+    'curve_xlabel': 'step',
+    'params': init_params(init_key, len(VOCAB), cfg['hidden'], cfg['embed']),
+  }
+
+
+def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+  """Trains the LSTM with each optimizer; reports validation perplexity."""
+  cfg = CONFIG_FAST if fast else CONFIG_FULL
+  train, val_windows = _data(cfg)
   metrics: dict[str, dict[str, float]] = {}
   curves: dict[str, list[float]] = {}
   for name, opt in optimizers().items():

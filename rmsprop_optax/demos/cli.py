@@ -32,9 +32,11 @@ DEMOS = {
   'dqn': 'rmsprop_optax.demos.dqn',
   'matrix_factorization': 'rmsprop_optax.demos.matrix_factorization',
   'sweep': 'rmsprop_optax.demos.lr_sensitivity',
+  'low_memory': 'rmsprop_optax.demos.low_memory',
 }
-# Run only when named: too long for `all` (the full learning-rate sweep takes ~10 minutes).
-NOT_IN_ALL = frozenset({'sweep'})
+# Run only when named: too long for `all` (the full learning-rate sweep takes ~10 minutes, the
+# low-memory comparison, 36 training runs, longer).
+NOT_IN_ALL = frozenset({'sweep', 'low_memory'})
 DEFAULT_OUT = 'rmsprop_optax_out'
 
 

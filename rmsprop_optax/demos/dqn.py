@@ -57,12 +57,28 @@ EVAL_CURVE_EPISODES = 32
 LEARNING_RATES = {'rmsprop (dqn_nature)': 3e-3, 'sgd': 1e-2, 'adam': 1e-3}
 
 
-def optimizers() -> dict[str, optax.GradientTransformation]:
+def optimizers(accumulator_dtype: Any = None) -> dict[str, optax.GradientTransformation]:
+  """The three optimizers; ``accumulator_dtype`` (e.g. ``quantized(8)``) is RMSprop's only.
+
+  The preset takes no ``accumulator_dtype``: with one, RMSprop is the preset's
+  call of :func:`rmsprop_optax.rmsprop` (centered, decay 0.95, eps 0.01 inside
+  the root, no momentum) with that argument added.
+  """
   lr = LEARNING_RATES
+  rms_lr = lr['rmsprop (dqn_nature)']
+  if accumulator_dtype is None:
+    rms = rmsprop_optax.presets.dqn_nature(learning_rate=rms_lr)
+  else:
+    rms = rmsprop_optax.rmsprop(
+      rms_lr,
+      decay=0.95,
+      eps=0.01,
+      eps_in_sqrt=True,
+      centered=True,
+      accumulator_dtype=accumulator_dtype,
+    )
   return {
-    'rmsprop (dqn_nature)': rmsprop_optax.presets.dqn_nature(
-      learning_rate=lr['rmsprop (dqn_nature)']
-    ),
+    'rmsprop (dqn_nature)': rms,
     'sgd': optax.sgd(lr['sgd']),
     'adam': optax.adam(lr['adam']),
   }
@@ -268,6 +284,33 @@ def _train_with_eval(
     'train_return_last_10pct': float(last.mean()) if last.size else float('nan'),
   }
   return curve, metrics, greedy_curve
+
+
+def run_rmsprop(
+  *, fast: bool = False, seed: int = 0, accumulator_dtype: Any = None, progress: bool = False
+) -> dict[str, Any]:
+  """RMSprop (dqn_nature) alone, as in :func:`run`, its state stored as ``accumulator_dtype``.
+
+  Returns the final ``metrics``, the headline ``metric`` name, its ``curve``
+  (greedy return at ``EVAL_POINTS + 1`` points) with ``curve_x``, and the
+  initial ``params`` (for the state's size).
+  """
+  steps = STEPS_FAST if fast else STEPS_FULL
+  opt = optimizers(accumulator_dtype)['rmsprop (dqn_nature)']
+  _, metrics, greedy_curve = _train_with_eval(opt, steps, seed, f'{NAME}/rmsprop', progress)
+  env, env_params = _env()
+  init_key = jax.random.split(jax.random.key(seed), 4)[1]
+  params = init_q(
+    init_key, env.observation_space(env_params).shape[0], env.action_space(env_params).n
+  )
+  return {
+    'metric': 'greedy_mean_return',
+    'metrics': metrics,
+    'curve': greedy_curve,
+    'curve_x': [i * steps * NUM_ENVS / EVAL_POINTS for i in range(EVAL_POINTS + 1)],
+    'curve_xlabel': 'transitions',
+    'params': params,
+  }
 
 
 def random_policy_return(seed: int) -> float:

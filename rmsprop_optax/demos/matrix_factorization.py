@@ -57,7 +57,9 @@ DATA_SEED = 1234  # the matrix is fixed; `seed` changes the init and the batches
 PEAK_LEARNING_RATES = {'rmsprop': 1e-2, 'sgd': 0.6, 'adagrad': 1.0}
 
 
-def optimizers(steps: int = STEPS_FULL) -> dict[str, optax.GradientTransformation]:
+def optimizers(
+  steps: int = STEPS_FULL, accumulator_dtype: Any = None
+) -> dict[str, optax.GradientTransformation]:
   """The three optimizers, each with a cosine learning-rate decay over ``steps``.
 
   Why a decay for all: with a constant learning rate RMSprop's step does not
@@ -65,11 +67,12 @@ def optimizers(steps: int = STEPS_FULL) -> dict[str, optax.GradientTransformatio
   shrink with the loss and, given enough steps, it overtakes. Decaying every
   optimizer's rate the same way is the fair, standard comparison (the
   held-out RMSE of each is printed by ``python -m rmsprop_optax demo
-  matrix_factorization``).
+  matrix_factorization``). ``accumulator_dtype`` (e.g. ``quantized(8)``) is
+  RMSprop's only.
   """
   lr = lambda name: optax.cosine_decay_schedule(PEAK_LEARNING_RATES[name], steps, alpha=0.01)
   return {
-    'rmsprop': rmsprop_optax.rmsprop(lr('rmsprop'), decay=0.9),
+    'rmsprop': rmsprop_optax.rmsprop(lr('rmsprop'), decay=0.9, accumulator_dtype=accumulator_dtype),
     'sgd': optax.sgd(lr('sgd')),
     'adagrad': optax.adagrad(lr('adagrad')),
   }
@@ -108,6 +111,17 @@ def predict(params: dict[str, jax.Array], users: jax.Array, items: jax.Array) ->
   )
 
 
+def init_params(key: jax.Array, data: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  ku, ki = jax.random.split(key)
+  return {
+    'mu': jnp.asarray(float(data['train_ratings'].mean())),
+    'user_bias': jnp.zeros(NUM_USERS),
+    'item_bias': jnp.zeros(NUM_ITEMS),
+    'users': 0.1 * jax.random.normal(ku, (NUM_USERS, FACTORS)),
+    'items': 0.1 * jax.random.normal(ki, (NUM_ITEMS, FACTORS)),
+  }
+
+
 def _train(
   opt: optax.GradientTransformation,
   data: dict[str, np.ndarray],
@@ -117,14 +131,7 @@ def _train(
   progress: bool,
 ) -> tuple[list[float], dict[str, float]]:
   init_key, batch_key = jax.random.split(jax.random.key(seed))
-  ku, ki = jax.random.split(init_key)
-  params = {
-    'mu': jnp.asarray(float(data['train_ratings'].mean())),
-    'user_bias': jnp.zeros(NUM_USERS),
-    'item_bias': jnp.zeros(NUM_ITEMS),
-    'users': 0.1 * jax.random.normal(ku, (NUM_USERS, FACTORS)),
-    'items': 0.1 * jax.random.normal(ki, (NUM_ITEMS, FACTORS)),
-  }
+  params = init_params(init_key, data)
   tr = {k: jnp.asarray(v) for k, v in data.items()}
 
   def loss_fn(params: dict[str, jax.Array], idx: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -153,6 +160,29 @@ def _train(
     'train_rmse': float(rmse(params, 'train')),
   }
   return _common.chunk_means(test_curve, 50), metrics
+
+
+def run_rmsprop(
+  *, fast: bool = False, seed: int = 0, accumulator_dtype: Any = None, progress: bool = False
+) -> dict[str, Any]:
+  """RMSprop alone, as in :func:`run`, its state stored as ``accumulator_dtype``.
+
+  Returns the final ``metrics``, the headline ``metric`` name, its ``curve``
+  (held-out RMSE, means over 50 windows of steps) with ``curve_x``, and the
+  initial ``params`` (for the state's size).
+  """
+  steps = STEPS_FAST if fast else STEPS_FULL
+  data = make_data()
+  opt = optimizers(steps, accumulator_dtype)['rmsprop']
+  curve, metrics = _train(opt, data, steps, seed, f'{NAME}/rmsprop', progress)
+  return {
+    'metric': 'test_rmse',
+    'metrics': metrics,
+    'curve': curve,
+    'curve_x': [(i + 0.5) * steps / 50 for i in range(50)],
+    'curve_xlabel': 'step',
+    'params': init_params(jax.random.split(jax.random.key(seed))[0], data),
+  }
 
 
 def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
