@@ -237,6 +237,68 @@ def case_auto() -> dict[str, Any]:
   return _sharded(auto_mesh(), _single_device_runs(zoo.OPTIMIZERS))
 
 
+def case_quantized() -> dict[str, Any]:
+  """quantized(8) and quantized(4) state: codes and scales sharded like the params.
+
+  Blocks run along the last axis, so 8-bit codes have the param's shape and
+  sharding, 4-bit codes half its last axis and the scales one element per
+  block: every one of them takes the param's PartitionSpec. Twenty jitted
+  steps on sharded params give the same codes as on one device (the blockwise
+  maximum never crosses a shard here) and the same params within SHARDED_RTOL.
+  """
+  mesh = auto_mesh()
+  specs = {'dm_w': P(None, 'model'), 'fsdp_w': P(AXES, None), 'small_b': P()}
+  keys = jax.random.split(jax.random.key(7), 3)
+  params0 = {
+    'dm_w': jax.random.normal(keys[0], (64, 512)) / 8,
+    'fsdp_w': jax.random.normal(keys[1], (64, 512)) / 8,
+    'small_b': jnp.zeros(16),
+  }
+  grads_seq = [
+    jax.tree.map(lambda p, i=i: jax.random.normal(jax.random.fold_in(keys[2], i), p.shape), params0)
+    for i in range(STEPS)
+  ]
+  out: dict[str, Any] = {}
+  for bits in (8, 4):
+    spec = rmsprop_optax.quantized(bits, block_size=64, min_size=1024)
+    opt = rmsprop_optax.rmsprop(1e-2, momentum=0.9, centered=True, accumulator_dtype=spec)
+    apply = _apply_step(opt)
+    ref_p = jax.device_put(params0, jax.devices()[0])
+    ref_s = jax.jit(opt.init)(ref_p)
+    for g in grads_seq:
+      ref_p, ref_s = apply(ref_p, ref_s, g)
+
+    p = shard(params0, mesh, specs)
+    s = jax.jit(opt.init)(p)
+    checked = 0
+    for stage in ('jit(init)', f'after {STEPS} jitted steps'):
+      if stage != 'jit(init)':
+        for g in grads_seq:
+          p, s = apply(p, s, shard(g, mesh, specs))
+      for path, q in jax.tree_util.tree_flatten_with_path(
+        s, is_leaf=rmsprop_optax.QuantizedArray.__instancecheck__
+      )[0]:
+        if not isinstance(q, rmsprop_optax.QuantizedArray):
+          continue
+        name = path[-1].key
+        want = NamedSharding(mesh, specs[name])
+        for part in (q.codes, q.scale):
+          assert want.is_equivalent_to(part.sharding, part.ndim), (
+            f'{bits}-bit {stage}: {jax.tree_util.keystr(path)} has {part.sharding}, '
+            f'its param {p[name].sharding}'
+          )
+        checked += 1
+    assert checked == 2 * 3 * 2, checked  # (dm_w, fsdp_w) x (nu, mu, trace) x 2 stages
+    codes = [x for x in jax.tree.leaves(s) if x.dtype == jnp.uint8]
+    ref_codes = [x for x in jax.tree.leaves(ref_s) if x.dtype == jnp.uint8]
+    equal = sum(int(np.sum(np.asarray(a) == np.asarray(b))) for a, b in zip(codes, ref_codes))
+    total = sum(a.size for a in codes)
+    err = _max_rel_err(p, ref_p)
+    assert err <= SHARDED_RTOL, f'{bits}-bit: params relative error {err:.3g} > {SHARDED_RTOL}'
+    out[f'q{bits}'] = {'codes_equal': equal, 'codes_total': total, 'params_rel_err': err}
+  return out
+
+
 def case_explicit() -> dict[str, Any]:
   """Explicit-axis mesh (jax.make_mesh(..., AxisType.Explicit)) under jax.set_mesh."""
   # The one-device reference runs outside the mesh context (a context mesh
@@ -377,6 +439,7 @@ def case_data_parallel() -> dict[str, Any]:
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
   'auto': case_auto,
   'explicit': case_explicit,
+  'quantized': case_quantized,
   'train': case_train,
   'eval_shape': case_eval_shape,
   'data_parallel': case_data_parallel,

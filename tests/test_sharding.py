@@ -14,6 +14,9 @@ What they check (references and tolerances are the worker's constants):
   sharding of its param (counts replicated) for every preset and option
   combination in ``_optimizer_zoo``; 20 jitted steps keep it; the result
   equals the one-device run within ``SHARDED_RTOL = 1e-6`` (float32).
+- ``quantized``: 8- and 4-bit state (codes and block scales) is sharded like
+  the params under ``jit(init)`` and after jitted steps, and its codes equal
+  the one-device run's.
 - ``train``: end to end with a data-sharded batch; loss curves agree to
   ``TRAIN_LOSS_RTOL``. ``optax.rmsprop``'s ``jit(init)`` state lands on one
   device on the same Auto mesh, ours is sharded like the params.
@@ -77,6 +80,13 @@ def test_state_sharded_like_params_and_equal_to_one_device(case):
   # Every optimizer ran, and each checked at least nu for all 8 params twice.
   assert result['state_leaves_checked'] >= 2 * 8 * len(result['per_optimizer'])
   assert result['max_rel_err'] <= 1e-6
+
+
+def test_quantized_state_sharded_like_params_and_equal_to_one_device():
+  result = run_case('quantized')
+  for bits in ('q8', 'q4'):
+    assert result[bits]['codes_equal'] == result[bits]['codes_total'] > 0, result[bits]
+    assert result[bits]['params_rel_err'] <= 1e-6
 
 
 def test_sharded_training_and_optax_difference():
