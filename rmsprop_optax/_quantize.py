@@ -164,7 +164,7 @@ def quantize(x: jax.Array, *, bits: int, block_size: int, signed: bool) -> Quant
   normalized = blocks * jnp.where(scale > 0, 1 / jnp.where(scale > 0, scale, 1), 0)[..., None]
   table = code_map(bits, signed)
   midpoints = jnp.asarray((table[1:] + table[:-1]) / 2)
-  codes = jnp.searchsorted(midpoints, normalized).astype(jnp.uint8)
+  codes = jnp.searchsorted(midpoints, normalized, method='scan_unrolled').astype(jnp.uint8)
   codes = codes.reshape(shape[:-1] + (n_blocks * b,))[..., :n]
   if bits == 4:
     codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
