@@ -154,7 +154,7 @@ def lstm_problem(steps: int) -> Problem:
   return Problem(loss_fn, init_fn, batches, eval_fn)
 
 
-def _summary(lrs: np.ndarray, per_run: np.ndarray, tolerance: float, higher: bool) -> dict:
+def summarize(lrs: np.ndarray, per_run: np.ndarray, tolerance: float, higher: bool) -> dict:
   """Seed mean, spread and the tolerance band of one optimizer's ``(K, S)`` metric."""
   # A diverged run (NaN) counts as failed for the mean: NaN propagates.
   mean = per_run.mean(axis=1)
@@ -234,7 +234,7 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
       result = problem.run(injected(name, clip=clip), lrs, seeds)
       seconds[f'{model}/{name}'] = time.perf_counter() - start
       per_run = np.asarray(result.metrics[metric], np.float64)
-      summaries[model][name] = _summary(lrs, per_run, tolerance, higher)
+      summaries[model][name] = summarize(lrs, per_run, tolerance, higher)
       advance(1)
     timing = {}
     for model in TIMED_MODELS[mode]:
