@@ -28,7 +28,7 @@ class ScheduledTraceState(NamedTuple):
 def _momentum(
   momentum: optax.ScalarOrSchedule,
   nesterov: bool,
-  accumulator_dtype: jax.typing.DTypeLike | None,
+  accumulator_dtype: _precision.AccumulatorDtype,
 ) -> optax.GradientTransformation:
   """``optax.trace`` with a schedulable coefficient and a buffer that follows the policy.
 
@@ -48,7 +48,7 @@ def _momentum(
 
   def update_fn(
     updates: optax.Updates,
-    state: Any,
+    state: optax.TraceState | ScheduledTraceState,
     params: optax.Params | None = None,
   ) -> tuple[optax.Updates, optax.TraceState | ScheduledTraceState]:
     del params
@@ -73,7 +73,12 @@ def _times(a: optax.ScalarOrSchedule, b: optax.ScalarOrSchedule) -> optax.Scalar
   return lambda count: fa(count) * fb(count)
 
 
-def _validate(learning_rate: Any, momentum: Any, nesterov: bool, weight_decay: Any) -> None:
+def _validate(
+  learning_rate: optax.ScalarOrSchedule,
+  momentum: optax.ScalarOrSchedule | None,
+  nesterov: bool,
+  weight_decay: optax.ScalarOrSchedule | None,
+) -> None:
   _checks.check_range('learning_rate', learning_rate, low=0.0)
   if momentum is not None:
     _checks.check_range('momentum', momentum, low=0.0, high=1.0, high_inclusive=False)
@@ -102,7 +107,7 @@ def rmsprop(
   decoupled_weight_decay: bool = False,
   weight_decay_mask: optax.MaskOrFn = None,
   maximize: bool = False,
-  accumulator_dtype: jax.typing.DTypeLike | None = None,
+  accumulator_dtype: _precision.AccumulatorDtype = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""RMSprop in every variant: momentum, Nesterov, centered, bias correction, decay.
 

@@ -52,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import Any
 
 import optax
 
@@ -121,7 +120,7 @@ def keras(
   epsilon: float = 1e-7,
   centered: bool = False,
   weight_decay: float | None = None,
-  weight_decay_mask: Any = None,
+  weight_decay_mask: optax.MaskOrFn = None,
 ) -> optax.GradientTransformationExtraArgs:
   """Keras 3 ``keras.optimizers.RMSprop``: eps inside, lr inside the buffer.
 
