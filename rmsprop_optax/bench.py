@@ -95,8 +95,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rmsprop_optax import presets
+from rmsprop_optax import _quantize, presets
 from rmsprop_optax._alias import rmsprop
+from rmsprop_optax._quantize import quantized
 
 LR = 1e-3
 MOMENTUM = 0.9
@@ -132,7 +133,38 @@ CONFIGS: dict[str, tuple[Callable[[], Any], Callable[[], Any], dict[str, Any] | 
     lambda: optax.rmsprop(LR, decay=0.99, eps=1e-8, eps_in_sqrt=False, momentum=MOMENTUM),
     {'alpha': 0.99, 'momentum': MOMENTUM},
   ),
+  # Quantized state (``accumulator_dtype=quantized(bits)``): timed against
+  # optax.rmsprop with the same settings and against ours with float32 state
+  # (the config named in QUANTIZED), all in one rotation. Torch has no 8-bit
+  # RMSprop.
+  'plain_q8': (
+    lambda: rmsprop(LR, accumulator_dtype=quantized(8)),
+    lambda: optax.rmsprop(LR),
+    None,
+  ),
+  'centered_momentum_q8': (
+    lambda: rmsprop(LR, centered=True, momentum=MOMENTUM, accumulator_dtype=quantized(8)),
+    lambda: optax.rmsprop(LR, centered=True, momentum=MOMENTUM),
+    None,
+  ),
+  'plain_q4': (
+    lambda: rmsprop(LR, accumulator_dtype=quantized(4)),
+    lambda: optax.rmsprop(LR),
+    None,
+  ),
 }
+
+# Quantized config -> (the float32-state config it is compared with, its state label).
+QUANTIZED: dict[str, tuple[str, str]] = {
+  'plain_q8': ('plain', 'q8'),
+  'centered_momentum_q8': ('centered_momentum', 'q8'),
+  'plain_q4': ('plain', 'q4'),
+}
+
+
+def state_label(config: str) -> str:
+  """``'float32'``, ``'q8'`` or ``'q4'``: how the config stores its state."""
+  return QUANTIZED[config][1] if config in QUANTIZED else 'float32'
 
 
 def one_leaf_tree(quick: bool) -> dict[str, tuple[int, ...]]:
@@ -397,6 +429,15 @@ def bandwidth_probe(probe: _Probe, repeats: int) -> dict[str, Any]:
 
 
 _ORDERS = list(itertools.permutations(('ours', 'optax', 'control')))
+# Quantized rows add ours with float32 state: a Williams square of four orders,
+# in which every runner takes every position once and comes right after each
+# other runner once (balanced when the samples are a multiple of 4).
+_ORDERS_4 = [
+  ('ours', 'optax', 'float32_state', 'control'),
+  ('optax', 'control', 'ours', 'float32_state'),
+  ('control', 'float32_state', 'optax', 'ours'),
+  ('float32_state', 'ours', 'control', 'optax'),
+]
 
 
 def _spread(xs: list[float]) -> dict[str, float]:
@@ -405,6 +446,42 @@ def _spread(xs: list[float]) -> dict[str, float]:
     return {'median': xs[0], 'p25': xs[0], 'p75': xs[0]}
   q = statistics.quantiles(xs, n=4, method='inclusive')
   return {'median': statistics.median(xs), 'p25': q[0], 'p75': q[2]}
+
+
+def state_bytes(opt: Any, params: Any) -> int:
+  """Bytes of ``opt``'s state for ``params``: sum of size * itemsize over ``jax.eval_shape(opt.init)``."""
+  shapes = jax.eval_shape(opt.init, params)
+  return int(sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(shapes)))
+
+
+def state_bytes_table(
+  tree: str, quick: bool, one_leaf_elements: int | None
+) -> list[dict[str, Any]]:
+  """Float32 against 8- and 4-bit state bytes for one tree (plain and centered + momentum)."""
+  shapes = _tree_shapes(tree, quick, one_leaf_elements)
+  params = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in shapes.items()}
+  rows = []
+  settings_kw: tuple[tuple[str, dict[str, Any]], ...] = (
+    ('plain', {}),
+    ('centered_momentum', {'centered': True, 'momentum': MOMENTUM}),
+  )
+  for settings, kw in settings_kw:
+    f32 = state_bytes(rmsprop(LR, **kw), params)
+    q8 = state_bytes(rmsprop(LR, accumulator_dtype=quantized(8), **kw), params)
+    q4 = state_bytes(rmsprop(LR, accumulator_dtype=quantized(4), **kw), params)
+    rows.append(
+      {
+        'tree': tree,
+        'settings': settings,
+        'n_params': int(sum(np.prod(s) for s in shapes.values())),
+        'float32': f32,
+        'q8': q8,
+        'q4': q4,
+        'q8_over_float32': q8 / f32,
+        'q4_over_float32': q4 / f32,
+      }
+    )
+  return rows
 
 
 def time_step(
@@ -427,8 +504,20 @@ def time_step(
   # rotation. Its ratio to the first shows how far two identical programs
   # drift apart on this machine, i.e. the noise band of ``ours / optax``.
   control = _JaxRunner(optax_fn(), params, grads)
-  n = _iters_for(min(ours.run(1), peer.run(1)), target)
   runners = {'ours': ours, 'optax': peer, 'control': control}
+  orders: list[tuple[str, ...]] = list(_ORDERS)
+  if config in QUANTIZED:
+    # Ours with float32 state and the same settings, in the same rotation.
+    runners['float32_state'] = _JaxRunner(CONFIGS[QUANTIZED[config][0]][0](), params, grads)
+    orders = list(_ORDERS_4)
+  n = _iters_for(
+    min(r.run(1) for k, r in runners.items() if k != 'ours' or config not in QUANTIZED), target
+  )
+  iters = dict.fromkeys(runners, n)
+  if config in QUANTIZED:
+    # The quantized step can be many times slower (XLA:CPU): its own count
+    # keeps each sample near ``target``. Ratios are per step, so this is fair.
+    iters['ours'] = _iters_for(ours.run(1), target)
   times: dict[str, list[float]] = {k: [] for k in runners}
   bws = []
   for r in range(repeats):
@@ -437,8 +526,8 @@ def time_step(
     # Walk through all six orders so that every runner goes first, second and
     # third, and right before and after each of the others, equally often
     # (exactly so when ``repeats`` is a multiple of 6).
-    for k in _ORDERS[r % len(_ORDERS)]:
-      times[k].append(runners[k].run(n))
+    for k in orders[r % len(orders)]:
+      times[k].append(runners[k].run(iters[k]))
   ratios = [a / b for a, b in zip(times['ours'], times['optax'])]
   aa = [a / b for a, b in zip(times['control'], times['optax'])]
   param_bytes = _nbytes(params)
@@ -448,6 +537,7 @@ def time_step(
   bw = statistics.median(bws)
   out: dict[str, Any] = {
     'config': config,
+    'state': state_label(config),
     'tree': tree,
     'n_leaves': len(shapes),
     'n_params': int(sum(np.prod(s) for s in shapes.values())),
@@ -460,6 +550,7 @@ def time_step(
     'ratio_ours_over': {'optax': statistics.median(ratios)},
     'ratio_spread': {'optax': _spread(ratios)},
     'aa_control': _spread(aa),
+    'state_bytes': {'ours': ours.state_bytes, 'optax': peer.state_bytes},
     'bytes_moved': moved,
     'probe_gb_per_s': bw,
     'floor_seconds': moved / (bw * 1e9),
@@ -471,14 +562,27 @@ def time_step(
       'optax': peer.memory,
     },
   }
+  if config in QUANTIZED:
+    f32 = runners['float32_state']
+    vs_f32 = [a / b for a, b in zip(times['ours'], times['float32_state'])]
+    out['float32_config'] = QUANTIZED[config][0]
+    out['iters_per_sample_ours'] = iters['ours']
+    out['seconds']['float32_state'] = statistics.median(times['float32_state'])
+    out['ratio_ours_over']['float32_state'] = statistics.median(vs_f32)
+    out['ratio_spread']['float32_state'] = _spread(vs_f32)
+    out['state_bytes']['float32_state'] = f32.state_bytes
+    out['state_ratio_vs_float32'] = ours.state_bytes / f32.state_bytes
+    out['xla_bytes_accessed']['float32_state'] = f32.xla_bytes
+    out['kernels']['float32_state'] = f32.kernels
+    out['memory']['float32_state'] = f32.memory
   out['floor_fraction'] = out['floor_seconds'] / out['seconds']['ours']
   if ours.xla_bytes:
     # The same, against the traffic of the program XLA actually compiled: on a
     # backend without multi-output fusion (XLA:CPU) every output array is its
     # own kernel, which rereads its inputs; this is the floor that program has.
     out['xla_traffic_fraction'] = ours.xla_bytes / (bw * 1e9) / out['seconds']['ours']
-  for runner in (ours, peer):
-    mem = runner.memory
+  for who, runner in runners.items():
+    mem = out['memory'].get(who)
     if mem is not None:
       mem['peak_over_min'] = mem['peak_bytes'] / (param_bytes + _nbytes(grads) + runner.state_bytes)
   device = None if torch is None else torch_device(torch)
@@ -501,10 +605,89 @@ def time_step(
   return out
 
 
+def _median_seconds(fn: Any, *args: Any, calls: int) -> float:
+  jax.block_until_ready(fn(*args))  # compile and warm up
+  ts = []
+  for _ in range(calls):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    ts.append(time.perf_counter() - t0)
+  return statistics.median(ts)
+
+
+def quantize_cost(n_elements: int, calls: int = 5) -> dict[str, Any]:
+  """Where the 8-bit step's time goes on one flat leaf: its parts timed alone.
+
+  Each part is its own jitted program on ``n_elements`` float32 values (block
+  256, the unsigned map of ``nu``): the whole float32-state and 8-bit plain
+  steps (donated), ``quantize`` (block absmax, normalize, code lookup), the
+  code lookup alone (``jnp.searchsorted`` over the 255 midpoints of the code
+  map, with the method ``quantize`` uses and with the default ``'scan'``),
+  ``dequantize``, and its two halves: the code-map gather and the per-element
+  block scale (``jnp.repeat``).
+  """
+  shapes: dict[str, tuple[int, ...]] = {'w': (n_elements,)}
+  params = _materialize(shapes, 0, 1.0)
+  grads = _materialize(shapes, 1, 1e-2)
+  x = jnp.abs(grads['w'])
+  normalized = x / jnp.max(x)
+  q = _quantize.quantize(x, bits=8, block_size=256, signed=False)
+  table = _quantize.code_map(8, False)
+  midpoints = jnp.asarray((table[1:] + table[:-1]) / 2)
+  n_blocks = q.scale.shape[-1]
+  parts: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    'quantize': (
+      jax.jit(lambda v: _quantize.quantize(v, bits=8, block_size=256, signed=False)),
+      (x,),
+    ),
+    'code_lookup_scan_unrolled': (
+      jax.jit(lambda v: jnp.searchsorted(midpoints, v, method='scan_unrolled').astype(jnp.uint8)),
+      (normalized,),
+    ),
+    'code_lookup_scan': (
+      jax.jit(lambda v: jnp.searchsorted(midpoints, v, method='scan').astype(jnp.uint8)),
+      (normalized,),
+    ),
+    'dequantize': (jax.jit(lambda a: a.dequantize()), (q,)),
+    'code_map_gather': (
+      jax.jit(lambda c: jnp.asarray(table)[c.astype(jnp.int32)]),
+      (q.codes,),
+    ),
+    'scale_repeat': (
+      jax.jit(lambda s: jnp.repeat(s, 256, total_repeat_length=n_blocks * 256)),
+      (q.scale,),
+    ),
+  }
+  seconds: dict[str, float] = {}
+  for name, opt in (
+    ('float32_step', rmsprop(LR)),
+    ('q8_step', rmsprop(LR, accumulator_dtype=quantized(8))),
+  ):
+    runner = _JaxRunner(opt, params, grads)
+    seconds[name] = statistics.median(runner.run(1) for _ in range(calls))
+    del runner
+  for name, (fn, args) in parts.items():
+    seconds[name] = _median_seconds(fn, *args, calls=calls)
+  base = seconds['float32_step']
+  gc.collect()
+  return {
+    'elements': n_elements,
+    'seconds': seconds,
+    'over_float32_step': {k: v / base for k, v in seconds.items()},
+  }
+
+
 def check_numerics(config: str, steps: int = 3) -> float:
-  """Max relative difference between ours and optax after ``steps`` steps (small tree)."""
+  """Max relative difference between ours and optax after ``steps`` steps (small tree).
+
+  Float32-state configs: elementwise, relative to the optax param. Quantized
+  configs (one leaf of 8192 elements, so that it gets quantized state):
+  ``max |p_ours - p_optax| / max |p_optax - p_0|`` per leaf, the error of the
+  parameter change relative to its size; the stored moments are rounded, and
+  a difference relative to params near zero would say nothing.
+  """
   ours_fn, optax_fn, _ = CONFIGS[config]
-  shapes = {'a': (5, 7), 'b': (7,)}
+  shapes = {'a': (64, 128), 'b': (7,)} if config in QUANTIZED else {'a': (5, 7), 'b': (7,)}
   params = _materialize(shapes, 0, 1.0)
   results = []
   for opt in (ours_fn(), optax_fn()):
@@ -514,10 +697,11 @@ def check_numerics(config: str, steps: int = 3) -> float:
       u, s = opt.update(g, s, p)
       p = optax.apply_updates(p, u)
     results.append(p)
-  diffs = [
-    float(jnp.max(jnp.abs(x - y) / jnp.maximum(jnp.abs(y), 1e-6)))
-    for x, y in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]))
-  ]
+  leaves = zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), jax.tree.leaves(params))
+  if config in QUANTIZED:
+    diffs = [float(jnp.max(jnp.abs(x - y)) / jnp.max(jnp.abs(y - p0))) for x, y, p0 in leaves]
+  else:
+    diffs = [float(jnp.max(jnp.abs(x - y) / jnp.maximum(jnp.abs(y), 1e-6))) for x, y, _ in leaves]
   return max(diffs)
 
 
@@ -644,6 +828,13 @@ def run(
       row['max_rel_diff_vs_optax'] = check_numerics(config)
       steps.append(row)
       log(_format_step(row))
+  quantized_state: dict[str, Any] = {
+    'state_bytes': [r for t in trees for r in state_bytes_table(t, quick, one_leaf_elements)],
+  }
+  if any(c in QUANTIZED for c in configs):
+    n_cost = _tree_shapes('one_leaf', quick, one_leaf_elements)['w'][0]
+    log(f'quantize cost on one leaf of {n_cost} elements ...')
+    quantized_state['quantize_cost'] = quantize_cost(n_cost, calls=3 if quick else 5)
   log('compile sweep (centered_momentum) ...')
   sweep = compile_sweep('centered_momentum', leaf_counts)
   return {
@@ -665,6 +856,7 @@ def run(
     'bandwidth': bw,
     'steps': steps,
     'summary': summarize(steps),
+    'quantized_state': quantized_state,
     'compile': sweep,
   }
 
@@ -674,10 +866,32 @@ def _geomean(xs: list[float]) -> float:
 
 
 def summarize(steps: list[dict[str, Any]]) -> dict[str, Any]:
-  """Ours/optax over all rows against the A/A control: is any difference bigger than noise?"""
+  """Ours/optax against the A/A control: is any difference bigger than noise?
+
+  Over the float32-state rows (the same per-element work as optax); the
+  quantized rows are summarized apart under ``'quantized'``.
+  """
+  quantized_rows = [r for r in steps if r.get('state', 'float32') != 'float32']
+  steps = [r for r in steps if r.get('state', 'float32') == 'float32']
+  out: dict[str, Any] = {}
+  if quantized_rows:
+    out['quantized'] = {
+      'rows': len(quantized_rows),
+      'geomean_over_float32_state': _geomean(
+        [r['ratio_ours_over']['float32_state'] for r in quantized_rows]
+      ),
+      'geomean_over_optax': _geomean([r['ratio_ours_over']['optax'] for r in quantized_rows]),
+      'range_state_ratio_vs_float32': [
+        min(r['state_ratio_vs_float32'] for r in quantized_rows),
+        max(r['state_ratio_vs_float32'] for r in quantized_rows),
+      ],
+    }
+  if not steps:
+    return {'rows': 0, **out}
   ours = [r['ratio_ours_over']['optax'] for r in steps]
   aa = [r['aa_control']['median'] for r in steps]
   return {
+    **out,
     'rows': len(steps),
     'rows_ours_at_most_optax': sum(x <= 1.0 for x in ours),
     'geomean_ours_over_optax': _geomean(ours),
@@ -715,12 +929,94 @@ def _format_step(r: dict[str, Any]) -> str:
     if 'xla_traffic_fraction' in r
     else ''
   )
+  q_part = (
+    f'  float32-state {1e3 * s["float32_state"]:7.2f} ms ({r["ratio_ours_over"]["float32_state"]:.2f})'
+    f'  state {r["state_ratio_vs_float32"]:.3f}x'
+    if 'float32_state' in s
+    else ''
+  )
   return (
-    f'{r["config"]:<18} {r["tree"]:<11} ours {1e3 * s["ours"]:7.2f} ms  optax {1e3 * s["optax"]:7.2f} ms '
+    f'{r["config"]:<20} {r["tree"]:<11} ours {1e3 * s["ours"]:7.2f} ms  optax {1e3 * s["optax"]:7.2f} ms '
     f'{r["ratio_ours_over"]["optax"]:.2f} [{sp["p25"]:.2f}-{sp["p75"]:.2f}] '
-    f'A/A {aa["median"]:.2f} [{aa["p25"]:.2f}-{aa["p75"]:.2f}]{torch_part}'
+    f'A/A {aa["median"]:.2f} [{aa["p25"]:.2f}-{aa["p75"]:.2f}]{torch_part}{q_part}'
     f'  floor {100 * r["floor_fraction"]:4.0f}%{xla_part}{mem_part}'
   )
+
+
+# Printed under the quantized tables; the module docstring has the long form.
+QUANTIZED_NOTE = (
+  'why the quantized step is slower on XLA:CPU although it moves fewer bytes: it is not '
+  'memory-bound. Each requantized moment needs a block absmax (a reduction, then a second pass '
+  'to normalize), a code lookup (jnp.searchsorted over the 255 code-map midpoints: an 8-step '
+  'binary search of compares and gathers per element) and, to dequantize, a code-map gather and a '
+  'per-element block scale (jnp.repeat, lowered to an index-computing gather); XLA:CPU runs these '
+  'as separate loops over the whole array, and the gathers do not vectorize. '
+  'The "where the time goes" line times each part alone against the float32 step.'
+)
+
+
+def _mb(x: int) -> str:
+  return f'{x / 2**20:.1f}'
+
+
+def _format_quantized(results: dict[str, Any]) -> list[str]:
+  qs = results.get('quantized_state', {})
+  lines: list[str] = []
+  if qs.get('state_bytes'):
+    lines += [
+      '',
+      'state bytes (sum of size * itemsize over jax.eval_shape(opt.init, params)); '
+      'leaves under 4096 elements keep float32 state',
+      '',
+      '| tree | settings | params | float32 state MB | 8-bit MB | 4-bit MB | 8-bit / float32 '
+      '| 4-bit / float32 |',
+      '|---|---|---:|---:|---:|---:|---:|---:|',
+    ]
+    for b in qs['state_bytes']:
+      lines.append(
+        f'| {b["tree"]} | {b["settings"]} | {b["n_params"]:,} | {_mb(b["float32"])} | {_mb(b["q8"])} '
+        f'| {_mb(b["q4"])} | {b["q8_over_float32"]:.3f} | {b["q4_over_float32"]:.3f} |'
+      )
+  rows = [r for r in results['steps'] if r.get('state', 'float32') != 'float32']
+  if rows:
+    lines += [
+      '',
+      'quantized state: ours with accumulator_dtype=quantized(bits) against ours with float32 state '
+      'and optax.rmsprop (same settings), all in one interleaved rotation with the A/A control',
+      '',
+      '| config | tree | state / float32 state | peak mem MB q / float32 / optax | q ms '
+      '| float32-state ms | optax ms | q / float32-state [quartiles] | q / optax [quartiles] '
+      '| A/A | XLA traffic q / float32 | XLA traffic reached | entry ops q / float32 |',
+      '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ]
+    for r in rows:
+      s, m, k = r['seconds'], r['memory'], r['kernels']
+      mems = [m.get(w) for w in ('ours', 'float32_state', 'optax')]
+      mem = 'n/a' if None in mems else ' / '.join(_mb(x['peak_bytes']) for x in mems if x)
+      sf, so, aa = r['ratio_spread']['float32_state'], r['ratio_spread']['optax'], r['aa_control']
+      xt = f'{100 * r["xla_traffic_fraction"]:.0f}%' if 'xla_traffic_fraction' in r else 'n/a'
+      lines.append(
+        f'| {r["config"]} | {r["tree"]} | {r["state_ratio_vs_float32"]:.3f} | {mem} '
+        f'| {1e3 * s["ours"]:.2f} | {1e3 * s["float32_state"]:.2f} | {1e3 * s["optax"]:.2f} '
+        f'| {sf["median"]:.2f} [{sf["p25"]:.2f}, {sf["p75"]:.2f}] '
+        f'| {so["median"]:.2f} [{so["p25"]:.2f}, {so["p75"]:.2f}] | {aa["median"]:.2f} '
+        f'| {_units(r, "ours")} / {_units(r, "float32_state")} | {xt} '
+        f'| {k["ours"]} / {k["float32_state"]} |'
+      )
+  cost = qs.get('quantize_cost')
+  if cost:
+    sec, rel = cost['seconds'], cost['over_float32_step']
+    parts = ', '.join(
+      f'{k} {1e3 * sec[k]:.2f} ms ({rel[k]:.1f}x)' for k in sec if k != 'float32_step'
+    )
+    lines += [
+      '',
+      f'where the time goes, one leaf of {cost["elements"]:,} elements, each part jitted alone '
+      f'(x the float32 plain step, {1e3 * sec["float32_step"]:.2f} ms): {parts}',
+    ]
+  if rows or cost:
+    lines += ['', QUANTIZED_NOTE]
+  return lines
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -742,6 +1038,8 @@ def format_table(results: dict[str, Any]) -> str:
     '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for r in results['steps']:
+    if r.get('state', 'float32') != 'float32':
+      continue  # in the quantized table below
     s = r['seconds']
     t = f'{1e3 * s["torch"]:.2f}' if 'torch' in s else 'n/a'
     tr = f'{r["ratio_ours_over"]["torch"]:.2f}' if 'torch' in s else 'n/a'
@@ -762,14 +1060,16 @@ def format_table(results: dict[str, Any]) -> str:
       f'| {1e3 * r["floor_seconds"]:.2f} | {100 * r["floor_fraction"]:.0f}% | {xt} | {mem} |'
     )
   sm = results['summary']
-  lines += [
-    '',
-    f'ours/optax over {sm["rows"]} rows: geometric mean {sm["geomean_ours_over_optax"]:.3f} '
-    f'(medians {sm["range_ours_over_optax"][0]:.2f} to {sm["range_ours_over_optax"][1]:.2f}, '
-    f'{sm["rows_ours_at_most_optax"]} of {sm["rows"]} <= 1.00); '
-    f'A/A control: geometric mean {sm["geomean_aa_control"]:.3f} '
-    f'(medians {sm["range_aa_control"][0]:.2f} to {sm["range_aa_control"][1]:.2f})',
-  ]
+  if sm['rows']:
+    lines += [
+      '',
+      f'ours/optax over {sm["rows"]} rows: geometric mean {sm["geomean_ours_over_optax"]:.3f} '
+      f'(medians {sm["range_ours_over_optax"][0]:.2f} to {sm["range_ours_over_optax"][1]:.2f}, '
+      f'{sm["rows_ours_at_most_optax"]} of {sm["rows"]} <= 1.00); '
+      f'A/A control: geometric mean {sm["geomean_aa_control"]:.3f} '
+      f'(medians {sm["range_aa_control"][0]:.2f} to {sm["range_aa_control"][1]:.2f})',
+    ]
+  lines += _format_quantized(results)
   c = results['compile']
   lines += [
     '',
