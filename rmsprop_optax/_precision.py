@@ -105,7 +105,7 @@ def load(stored: Any) -> jax.Array:
 def store(value: jax.Array, like: Any) -> Any:
   """``value`` stored as ``like`` is: cast to its dtype, or requantized like it."""
   if isinstance(like, _quantize.QuantizedArray):
-    return _quantize.quantize(value, bits=like.bits, block_size=like.block_size, signed=like.signed)
+    return _quantize.requantize(value, like)
   return value.astype(like.dtype)
 
 

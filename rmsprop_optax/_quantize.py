@@ -13,6 +13,18 @@ momentum buffer.
 Storage only: each step dequantizes, runs the float32 arithmetic and
 requantizes; the update uses the unrounded new moments. Blocks run along the
 last axis, so the codes have the param's shape (8 bits) and shard like it.
+
+For bit-level agreement with bitsandbytes' 8-bit optimizers (CPU kernels,
+``bitsandbytes/backends/cpu/ops.py`` and ``csrc/cpu_ops.cpp``) a spec can
+instead take blocks over the flattened tensor (``layout='flat'``: bnb's
+``absmax`` has ``ceil(numel / 256)`` entries) and bnb's own code choice
+(``rounding='bitsandbytes'``): ``x * (1 / absmax)`` is clamped to [-1, 1],
+mapped to one of 65536 evenly spaced bins, ``uint16((v + 1) * 0.5 * 65535 +
+0.5)``, and each bin takes the code whose midpoint interval holds the bin's
+left edge. That is round-to-nearest up to a bin's width (3e-5 of the block's
+absmax), so small values, where the map's codes are closer than a bin, get a
+neighbouring code; an all-zero block gets code 0 (``-1.0`` in the signed map)
+and scale 0.
 """
 
 from __future__ import annotations
@@ -34,6 +46,9 @@ class Quantized:
   bits: int = 8
   block_size: int = 256
   min_size: int = 4096
+  layout: str = 'last_axis'
+  rounding: str = 'nearest'
+  signed: bool | None = None
 
   def __post_init__(self) -> None:
     if isinstance(self.bits, bool) or self.bits not in (4, 8):
@@ -46,9 +61,32 @@ class Quantized:
     m = self.min_size
     if isinstance(m, bool) or not isinstance(m, int) or m < 0:
       raise ValueError(f'quantized: `min_size` must be an integer >= 0, got {self.min_size!r}')
+    if self.layout not in LAYOUTS:
+      raise ValueError(f'quantized: `layout` must be one of {LAYOUTS}, got {self.layout!r}')
+    if self.rounding not in ROUNDINGS:
+      raise ValueError(f'quantized: `rounding` must be one of {ROUNDINGS}, got {self.rounding!r}')
+    if self.bits != 8 and (self.layout, self.rounding) != ('last_axis', 'nearest'):
+      raise ValueError(
+        f'quantized: layout={self.layout!r} and rounding={self.rounding!r} need bits=8 '
+        f'(the bitsandbytes 8-bit layout), got bits={self.bits}'
+      )
+    if self.signed is not None and not isinstance(self.signed, bool):
+      raise ValueError(f'quantized: `signed` must be None, True or False, got {self.signed!r}')
 
 
-def quantized(bits: int = 8, block_size: int | None = None, min_size: int = 4096) -> Quantized:
+LAYOUTS = ('last_axis', 'flat')
+ROUNDINGS = ('nearest', 'bitsandbytes')
+
+
+def quantized(
+  bits: int = 8,
+  block_size: int | None = None,
+  min_size: int = 4096,
+  *,
+  layout: str = 'last_axis',
+  rounding: str = 'nearest',
+  signed: bool | None = None,
+) -> Quantized:
   """Blockwise-quantized state, accepted wherever ``accumulator_dtype`` is.
 
   Args:
@@ -58,6 +96,15 @@ def quantized(bits: int = 8, block_size: int | None = None, min_size: int = 4096
       shorter last axis is one block), so the state shards like the param.
     min_size: leaves with fewer elements keep float32 state (the scales and
       the code lookups do not pay for small biases and norms).
+    layout: ``'last_axis'`` (above) or ``'flat'``: blocks of ``block_size``
+      consecutive elements of the flattened (row-major) leaf, one 1-D
+      ``scale`` per leaf, as bitsandbytes (8 bits only).
+    rounding: ``'nearest'`` (the nearest code) or ``'bitsandbytes'``: bnb's
+      CPU code choice, a 65536-bin lookup table (8 bits only; see the module
+      docstring).
+    signed: which code map every quantized leaf uses; ``None`` (default) picks
+      by role, unsigned for ``nu`` and signed for ``mu`` and the momentum
+      buffer. bitsandbytes' RMSprop stores its one state with the signed map.
 
   Returns:
     A spec for ``accumulator_dtype=``: ``nu``, ``mu`` and the momentum buffer of
@@ -67,7 +114,8 @@ def quantized(bits: int = 8, block_size: int | None = None, min_size: int = 4096
 
   Raises:
     ValueError: for ``bits`` other than 8 or 4, a ``block_size`` that is not a
-      power of two >= 2, or a negative ``min_size``.
+      power of two >= 2, a negative ``min_size``, an unknown ``layout`` or
+      ``rounding``, or a non-default one with 4 bits.
 
   Examples:
     >>> import jax, jax.numpy as jnp, rmsprop_optax
@@ -79,13 +127,20 @@ def quantized(bits: int = 8, block_size: int | None = None, min_size: int = 4096
   """
   if block_size is None:
     block_size = 256 if bits == 8 else 128
-  return Quantized(bits=bits, block_size=block_size, min_size=min_size)
+  return Quantized(
+    bits=bits,
+    block_size=block_size,
+    min_size=min_size,
+    layout=layout,
+    rounding=rounding,
+    signed=signed,
+  )
 
 
 @functools.partial(
   jax.tree_util.register_dataclass,
   data_fields=['codes', 'scale'],
-  meta_fields=['shape', 'bits', 'block_size', 'signed'],
+  meta_fields=['shape', 'bits', 'block_size', 'signed', 'layout', 'rounding'],
 )
 @dataclasses.dataclass(frozen=True)
 class QuantizedArray:
@@ -95,7 +150,10 @@ class QuantizedArray:
   bits, low nibble first). ``scale``: float32, the largest magnitude of each
   block of ``block_size`` elements along the last axis, shape
   ``shape[:-1] + (ceil(shape[-1] / block_size),)``. The logical ``shape``,
-  ``bits``, ``block_size`` and ``signed`` (which code map) are static.
+  ``bits``, ``block_size`` and ``signed`` (which code map) are static, as are
+  ``layout`` and ``rounding`` (see :func:`quantized`); with ``layout='flat'``
+  the blocks run over the flattened array and ``scale`` has shape
+  ``(ceil(size / block_size),)``.
   """
 
   codes: jax.Array
@@ -104,6 +162,8 @@ class QuantizedArray:
   bits: int
   block_size: int
   signed: bool
+  layout: str = 'last_axis'
+  rounding: str = 'nearest'
 
   @property
   def dtype(self) -> jnp.dtype:
@@ -111,6 +171,14 @@ class QuantizedArray:
 
   def dequantize(self) -> jax.Array:
     """The float32 values the codes stand for."""
+    if self.layout == 'flat':
+      size = math.prod(self.shape)
+      values = jnp.asarray(code_map(self.bits, self.signed))[
+        self.codes.reshape(-1).astype(jnp.int32)
+      ]
+      b = _block(size, self.block_size)
+      scale = jnp.repeat(self.scale, b, total_repeat_length=_ceil_div(size, b) * b)
+      return (values * scale[:size]).reshape(self.shape)
     codes = self.codes
     if self.bits == 4:
       codes = jnp.stack([codes & 15, codes >> 4], axis=-1).reshape(self.shape)
@@ -122,6 +190,29 @@ class QuantizedArray:
 
 def is_quantized(x: Any) -> bool:
   return isinstance(x, QuantizedArray)
+
+
+def is_bitsandbytes(x: Any) -> bool:
+  """Whether ``x`` is state stored with bitsandbytes' code choice (its arithmetic follows bnb's)."""
+  return isinstance(x, QuantizedArray) and x.rounding == 'bitsandbytes'
+
+
+def bitsandbytes_ema_of_squares(decay: Any, nu: jax.Array, g: jax.Array) -> jax.Array:
+  """``decay * nu + (1 - decay) * g**2`` rounded as bnb's CPU kernel rounds it.
+
+  bitsandbytes (``backends/cpu/ops.py``, ``_optimizer_update_8bit_blockwise_cpu``)
+  runs ``state.mul_(alpha).addcmul_(g, g, value=1 - alpha)``: ``alpha * nu``
+  rounded on its own, then one fused multiply-add ``((1 - alpha) * g) * g +
+  that``. XLA's default form, ``fma(decay, nu, (1 - decay) * g**2)``, differs
+  in the last bit for about a quarter of the elements; a last bit is enough to
+  move a value across one of the lookup table's bins, and a code of a small
+  state moves the step by 1e-4 of the parameter. The sum is never below 0,
+  so the ``maximum`` changes nothing but the fusion.
+  """
+  scaled = decay * nu
+  # Which product the compiler fuses into the add is its choice; LLVM fuses
+  # the one with fewer uses, so ``scaled`` gets a second (no-op) use.
+  return jnp.maximum(((1 - decay) * g) * g + scaled, scaled * 0)
 
 
 @functools.cache
@@ -139,19 +230,51 @@ def code_map(bits: int, signed: bool) -> np.ndarray:
   data: list[float] = []
   for i in range(max_exponent_bits):
     exponent = i + non_sign_bits - max_exponent_bits + (0 if signed else 1)
-    boundaries = np.linspace(0.1, 1, 2**exponent + 1, dtype=np.float32)
+    boundaries = _linspace_float32(0.1, 1.0, 2**exponent + 1)
     means = (boundaries[:-1] + boundaries[1:]) / 2.0
     scale = 10.0 ** (-(max_exponent_bits - 1) + i)
-    data += (scale * means).tolist()
+    # float32 products, as torch multiplies a float32 tensor by a Python float.
+    data += (np.float32(scale) * means).tolist()
     if signed:
-      data += (-scale * means).tolist()
+      data += (-np.float32(scale) * means).tolist()
   data += [0.0, 1.0]
   data += [0.0] * (2**total_bits - len(data))
   return np.sort(np.asarray(data, np.float32))
 
 
-def quantize(x: jax.Array, *, bits: int, block_size: int, signed: bool) -> QuantizedArray:
-  """Round-to-nearest codes of ``x`` (float32) with one absmax scale per block."""
+def _linspace_float32(start: float, end: float, steps: int) -> np.ndarray:
+  """``torch.linspace(start, end, steps, dtype=torch.float32)``, to the bit.
+
+  PyTorch's CPU kernel takes a float32 step and fills the first half from
+  ``start`` and the second from ``end``, one rounding each (a fused
+  multiply-add); ``np.linspace`` rounds differently in a few places.
+  """
+  lo, hi = np.float32(start), np.float32(end)
+  step = np.float64((hi - lo) / np.float32(steps - 1))
+  i = np.arange(steps, dtype=np.float64)
+  half = steps // 2
+  values = np.where(i < half, np.float64(lo) + step * i, np.float64(hi) - step * (steps - 1 - i))
+  return values.astype(np.float32)
+
+
+def quantize(
+  x: jax.Array,
+  *,
+  bits: int,
+  block_size: int,
+  signed: bool,
+  layout: str = 'last_axis',
+  rounding: str = 'nearest',
+) -> QuantizedArray:
+  """Codes of ``x`` (float32) with one absmax scale per block (see :func:`quantized`)."""
+  if layout == 'flat':
+    flat = quantize(
+      x.reshape(-1), bits=bits, block_size=block_size, signed=signed, rounding=rounding
+    )
+    codes = flat.codes.reshape(x.shape)
+    return QuantizedArray(
+      codes, flat.scale, tuple(x.shape), bits, block_size, signed, layout, rounding
+    )
   shape = tuple(x.shape)
   n = shape[-1]
   b = _block(n, block_size)
@@ -162,13 +285,48 @@ def quantize(x: jax.Array, *, bits: int, block_size: int, signed: bool) -> Quant
   blocks = padded.reshape(shape[:-1] + (n_blocks, b))
   scale = jnp.max(jnp.abs(blocks), axis=-1)
   normalized = blocks * jnp.where(scale > 0, 1 / jnp.where(scale > 0, scale, 1), 0)[..., None]
-  table = code_map(bits, signed)
-  midpoints = jnp.asarray((table[1:] + table[:-1]) / 2)
-  codes = jnp.searchsorted(midpoints, normalized, method='scan_unrolled').astype(jnp.uint8)
+  if rounding == 'bitsandbytes':
+    # csrc/cpu_ops.cpp, norm_to_lut_index: float32 throughout, truncation.
+    bins = (jnp.clip(normalized, -1.0, 1.0) + 1.0) * 0.5 * float(_LUT_SIZE - 1) + 0.5
+    codes = jnp.asarray(_bnb_lut(bits, signed))[bins.astype(jnp.int32)]
+    codes = jnp.where(scale[..., None] > 0, codes, jnp.uint8(0))
+  else:
+    table = code_map(bits, signed)
+    midpoints = jnp.asarray((table[1:] + table[:-1]) / 2)
+    codes = jnp.searchsorted(midpoints, normalized, method='scan_unrolled').astype(jnp.uint8)
   codes = codes.reshape(shape[:-1] + (n_blocks * b,))[..., :n]
   if bits == 4:
     codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
-  return QuantizedArray(codes, scale, shape, bits, block_size, signed)
+  return QuantizedArray(codes, scale, shape, bits, block_size, signed, layout, rounding)
+
+
+def requantize(value: jax.Array, like: QuantizedArray) -> QuantizedArray:
+  """``value`` quantized as ``like`` is: same bits, blocks, map, layout and rounding."""
+  return quantize(
+    value,
+    bits=like.bits,
+    block_size=like.block_size,
+    signed=like.signed,
+    layout=like.layout,
+    rounding=like.rounding,
+  )
+
+
+_LUT_SIZE = 65536
+
+
+@functools.cache
+def _bnb_lut(bits: int, signed: bool) -> np.ndarray:
+  """bnb's CPU lookup table (csrc/cpu_ops.cpp, ``build_quantize_lut``), float32 as there.
+
+  Bin ``i`` stands for ``-1 + 2 i / 65535`` and gets the number of code-map
+  midpoints below it: the code whose midpoint interval holds that value.
+  """
+  table = code_map(bits, signed)
+  midpoints = np.float32(0.5) * (table[:-1] + table[1:])
+  i = np.arange(_LUT_SIZE, dtype=np.float32)
+  values = np.float32(-1.0) + (np.float32(2.0) * i) / np.float32(_LUT_SIZE - 1)
+  return np.searchsorted(midpoints, values, side='left').astype(np.uint8)
 
 
 def quantizable(param: Any, spec: Quantized) -> bool:
@@ -181,7 +339,9 @@ def quantizable(param: Any, spec: Quantized) -> bool:
   return True
 
 
-def init(param: Any, value: float, spec: Quantized, *, signed: bool) -> QuantizedArray:
+def init(
+  param: Any, value: jax.typing.ArrayLike, spec: Quantized, *, signed: bool
+) -> QuantizedArray:
   """Quantized state filled with ``value``, sharded like ``param`` under ``jit``.
 
   The codes and scales are computed from ``param`` (a select whose two
@@ -189,13 +349,21 @@ def init(param: Any, value: float, spec: Quantized, *, signed: bool) -> Quantize
   follow, as for float state.
   """
   shape = tuple(np.shape(param))
+  signed = signed if spec.signed is None else spec.signed
   table = code_map(spec.bits, signed)
-  # A nonzero fill is its own block scale (code for 1.0); zero is code for 0.
+  # A nonzero fill is its own block scale (code for 1.0); zero is code for 0
+  # (bnb's rounding: code 0 for a zero block, as its zero-filled uint8 state).
   one, zero = (int(np.argmin(np.abs(table - v))) for v in (1.0, 0.0))
+  if spec.rounding == 'bitsandbytes':
+    zero = 0
   code = jnp.where(jnp.asarray(value) != 0, one, zero).astype(jnp.uint8)
-  b = _block(shape[-1], spec.block_size)
   codes_like = param if spec.bits == 8 else param[..., 0::2]
-  scale_like = param[..., ::b]
+  if spec.layout == 'flat':
+    b = _block(math.prod(shape), spec.block_size)
+    scale_like = jnp.reshape(param, -1)[::b]
+  else:
+    b = _block(shape[-1], spec.block_size)
+    scale_like = param[..., ::b]
   if isinstance(param, jax.core.Tracer):
     codes = jnp.where(jnp.isnan(codes_like), code, code).astype(jnp.uint8)
     scale = jnp.where(jnp.isnan(scale_like), value, value).astype(jnp.float32)
@@ -204,7 +372,9 @@ def init(param: Any, value: float, spec: Quantized, *, signed: bool) -> Quantize
     scale = jnp.full_like(scale_like, value, dtype=jnp.float32)
   if spec.bits == 4:
     codes = codes | (codes << 4)
-  return QuantizedArray(codes, scale, shape, spec.bits, spec.block_size, signed)
+  return QuantizedArray(
+    codes, scale, shape, spec.bits, spec.block_size, signed, spec.layout, spec.rounding
+  )
 
 
 def _block(n: int, block_size: int) -> int:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rmsprop_optax import _checks, _precision
+from rmsprop_optax import _checks, _precision, _quantize
 
 # Below this a concrete eps may round to zero in float32 (or flush as a
 # denormal), so the zero-denominator guard stays on.
@@ -269,7 +269,10 @@ def _rescale(
   dtype = _precision.compute_dtype(nu.dtype)
   g_c = g.astype(jnp.promote_types(dtype, g.dtype) if jnp.iscomplexobj(g) else dtype)
 
-  new_nu = decay * _precision.load(nu) + (1 - decay) * _abs_sq(g_c)
+  if _quantize.is_bitsandbytes(nu):
+    new_nu = _quantize.bitsandbytes_ema_of_squares(decay, _precision.load(nu), g_c)
+  else:
+    new_nu = decay * _precision.load(nu) + (1 - decay) * _abs_sq(g_c)
   # One scalar reciprocal, then a multiply per element: a divide per element
   # costs as much as the memory traffic of the whole step on CPU.
   s = new_nu if t is None else new_nu * (1 / _bias_correction(decay, t, dtype))
