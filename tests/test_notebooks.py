@@ -36,7 +36,7 @@ CELL_TIMEOUT = 300
 
 
 def test_notebooks_exist():
-  assert [p.stem[:2] for p in NOTEBOOKS] == ['01', '02', '03', '04', '05', '07', '08']
+  assert [p.stem[:2] for p in NOTEBOOKS] == ['01', '02', '03', '04', '05', '06', '07', '08']
 
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
