@@ -16,7 +16,11 @@ timm_tf        ``sqrt(v + eps)``   either (flag)       1            either (flag
 graves2013     ``sqrt(v + eps)``   inside the buffer   0            none
 dqn_nature     ``sqrt(v + eps)``   no momentum         0            none
 lasagne        ``sqrt(v + eps)``   no momentum         0            none
+bitsandbytes   ``sqrt(v) + eps``   no momentum         0            coupled L2
 =============  ==================  ==================  ===========  ===============
+
+bitsandbytes keeps ``v`` in 8 bits (``optim_bits=8``): its code map, blocks
+and code choice, so the stored codes equal bnb's.
 
 graves2013 and dqn_nature are always centered; the others take ``centered``.
 Centered denominators put eps where the plain one does (PyTorch
@@ -52,12 +56,24 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import Any
 
+import jax.numpy as jnp
 import optax
 
 from rmsprop_optax._alias import rmsprop
+from rmsprop_optax._quantize import quantized
 
-__all__ = ('dqn_nature', 'graves2013', 'keras', 'lasagne', 'pytorch', 'tf1', 'timm_tf')
+__all__ = (
+  'bitsandbytes',
+  'dqn_nature',
+  'graves2013',
+  'keras',
+  'lasagne',
+  'pytorch',
+  'tf1',
+  'timm_tf',
+)
 
 
 @contextlib.contextmanager
@@ -269,3 +285,65 @@ def lasagne(
   """Lasagne's ``rmsprop``: ``p -= lr g / sqrt(acc + eps)``, no momentum."""
   with _framework_names(decay='rho', eps='epsilon'):
     return rmsprop(learning_rate, decay=rho, eps=epsilon, eps_in_sqrt=True)
+
+
+def bitsandbytes(
+  lr: optax.ScalarOrSchedule = 1e-2,
+  alpha: float = 0.99,
+  eps: float = 1e-8,
+  weight_decay: float = 0.0,
+  optim_bits: int = 8,
+  min_8bit_size: int = 4096,
+  momentum: float = 0,
+  centered: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  """``bitsandbytes.optim.RMSprop8bit`` (``optim_bits=8``) or ``RMSprop32bit`` (32).
+
+  bitsandbytes 0.50.2 on CPU (``backends/cpu/ops.py``,
+  ``_optimizer_update_8bit_blockwise_cpu``): ``g += wd p``;
+  ``v = alpha v + (1 - alpha) g^2``; ``p -= lr g / (sqrt(v) + eps)``, with the
+  unrounded new ``v``; then ``v`` is requantized. The 8-bit state is the
+  signed dynamic map (``create_dynamic_map(signed=True)``, ``name2qmap
+  ['dynamic']``), one float32 absmax per 256 elements of the flattened
+  tensor, codes chosen by bnb's 65536-bin lookup table; tensors with fewer
+  than ``min_8bit_size`` elements keep float32 state, as there.
+
+  Raises:
+    ValueError: ``momentum != 0`` (bnb validates it, then ignores it: its
+      RMSprop kernels have no momentum buffer), ``centered=True`` (bnb raises
+      ``NotImplementedError``), ``alpha == 0`` (likewise), or ``optim_bits``
+      other than 8 or 32. For momentum or centered RMSprop with 8-bit state
+      use ``rmsprop(..., momentum=..., centered=True,
+      accumulator_dtype=quantized(8))``.
+  """
+  if momentum != 0:
+    raise ValueError(
+      f'bitsandbytes: momentum={momentum!r}: bitsandbytes accepts momentum in [0, 1) and '
+      'ignores it (its RMSprop has no momentum buffer); for momentum with 8-bit state use '
+      'rmsprop(..., momentum=..., accumulator_dtype=quantized(8))'
+    )
+  if centered:
+    raise ValueError(
+      'bitsandbytes: centered=True: bitsandbytes refuses centered RMSprop '
+      '(NotImplementedError); for centered RMSprop with 8-bit state use '
+      'rmsprop(..., centered=True, accumulator_dtype=quantized(8))'
+    )
+  if isinstance(alpha, (int, float)) and alpha == 0:
+    raise ValueError('bitsandbytes: alpha=0 is refused by bitsandbytes (NotImplementedError)')
+  if optim_bits == 8:
+    accumulator_dtype: Any = quantized(
+      8, 256, min_8bit_size, layout='flat', rounding='bitsandbytes', signed=True
+    )
+  elif optim_bits == 32:
+    accumulator_dtype = jnp.float32
+  else:
+    raise ValueError(f'bitsandbytes: optim_bits must be 8 or 32, got {optim_bits!r}')
+  with _framework_names(decay='alpha', learning_rate='lr'):
+    return rmsprop(
+      lr,
+      decay=alpha,
+      eps=eps,
+      eps_in_sqrt=False,
+      weight_decay=weight_decay,
+      accumulator_dtype=accumulator_dtype,
+    )
