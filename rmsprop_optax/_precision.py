@@ -21,13 +21,17 @@ The policy, for a parameter of dtype ``p`` and a gradient of dtype ``g``:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypeAlias
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from rmsprop_optax import _quantize
+
+# What ``accumulator_dtype=`` accepts, and what a state leaf can be.
+AccumulatorDtype: TypeAlias = 'jax.typing.DTypeLike | _quantize.Quantized | None'
+StateLeaf: TypeAlias = 'jax.Array | _quantize.QuantizedArray'
 
 _SIXTEEN_BIT_FLOATS = (jnp.dtype(jnp.float16), jnp.dtype(jnp.bfloat16))
 
@@ -64,7 +68,11 @@ def compute_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
 
 
 def init_state(
-  params: optax.Params, value: Any, accumulator_dtype: Any, *, real: bool
+  params: optax.Params,
+  value: jax.typing.ArrayLike,
+  accumulator_dtype: AccumulatorDtype,
+  *,
+  real: bool,
 ) -> optax.Params:
   """A state tree filled with ``value``: the params' shapes and sharding, the policy's dtypes.
 
@@ -76,7 +84,7 @@ def init_state(
   is exact for every input, NaN and inf included.
   """
 
-  def fill(p: Any) -> jax.Array | _quantize.QuantizedArray:
+  def fill(p: jax.Array) -> StateLeaf:
     if isinstance(accumulator_dtype, _quantize.Quantized):
       if jnp.issubdtype(jnp.result_type(p), jnp.complexfloating):
         raise TypeError(
@@ -95,25 +103,25 @@ def init_state(
   return jax.tree.map(fill, params)
 
 
-def load(stored: Any) -> jax.Array:
+def load(stored: StateLeaf) -> jax.Array:
   """A state leaf as an array in its arithmetic precision (dequantized if stored as codes)."""
   if isinstance(stored, _quantize.QuantizedArray):
     return stored.dequantize()
   return stored.astype(compute_dtype(stored.dtype))
 
 
-def store(value: jax.Array, like: Any) -> Any:
+def store(value: jax.Array, like: StateLeaf) -> StateLeaf:
   """``value`` stored as ``like`` is: cast to its dtype, or requantized like it."""
   if isinstance(like, _quantize.QuantizedArray):
     return _quantize.requantize(value, like)
   return value.astype(like.dtype)
 
 
-def load_tree(tree: Any) -> Any:
+def load_tree(tree: optax.Params) -> optax.Params:
   return jax.tree.map(load, tree, is_leaf=_quantize.is_quantized)
 
 
-def store_tree(values: Any, like: Any) -> Any:
+def store_tree(values: optax.Params, like: optax.Params) -> optax.Params:
   return jax.tree.map(store, values, like)
 
 

@@ -19,7 +19,7 @@ import functools
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import chex
 import jax
@@ -28,6 +28,11 @@ import numpy as np
 import optax
 
 from rmsprop_optax import _checks, _precision, _quantize
+from rmsprop_optax._precision import AccumulatorDtype, StateLeaf
+
+# A hyperparameter inside the jitted per-leaf math: a Python number (folded in
+# as a compile-time constant) or a scalar array or tracer.
+Hyperparameter: TypeAlias = Any
 
 # Below this a concrete eps may round to zero in float32 (or flush as a
 # denormal), so the zero-denominator guard stays on.
@@ -56,7 +61,7 @@ def scale_by_rms(
   eps_in_sqrt: bool = True,
   initial_scale: jax.typing.ArrayLike = 0.0,
   bias_correction: bool = False,
-  accumulator_dtype: jax.typing.DTypeLike | None = None,
+  accumulator_dtype: AccumulatorDtype = None,
 ) -> optax.GradientTransformation:
   r"""Rescales updates by the root of an EMA of their squares (RMSprop).
 
@@ -139,7 +144,7 @@ def scale_by_centered_rms(
   eps_in_sqrt: bool = True,
   initial_scale: jax.typing.ArrayLike = 0.0,
   bias_correction: bool = False,
-  accumulator_dtype: jax.typing.DTypeLike | None = None,
+  accumulator_dtype: AccumulatorDtype = None,
 ) -> optax.GradientTransformation:
   r"""Rescales updates by the root of an EMA estimate of their variance.
 
@@ -199,7 +204,7 @@ def _scale_by_rms(
   eps_in_sqrt: bool,
   initial_scale: jax.typing.ArrayLike,
   bias_correction: bool,
-  accumulator_dtype: jax.typing.DTypeLike | None,
+  accumulator_dtype: AccumulatorDtype,
   check_gradients: bool = True,
 ) -> optax.GradientTransformation:
   """Both transformations. ``check_gradients=False`` when the caller checked them."""
@@ -254,17 +259,17 @@ def _scale_by_rms(
 
 def _rescale(
   g: jax.Array,
-  nu: Any,
-  mu: Any,
-  decay: Any,
-  mean_decay: Any,
-  eps: Any,
+  nu: StateLeaf,
+  mu: StateLeaf | None,
+  decay: Hyperparameter,
+  mean_decay: Hyperparameter,
+  eps: Hyperparameter,
   t: jax.Array | None,
   *,
   eps_in_sqrt: bool,
   zero_guard: bool,
   first_variance_zero: bool,
-) -> tuple[jax.Array, Any, Any]:
+) -> tuple[jax.Array, StateLeaf, StateLeaf | None]:
   """One leaf: ``(out, new nu, new mu)``; ``t`` is the count when bias-correcting, else None."""
   dtype = _precision.compute_dtype(nu.dtype)
   g_c = g.astype(jnp.promote_types(dtype, g.dtype) if jnp.iscomplexobj(g) else dtype)
@@ -311,7 +316,7 @@ def _rescale(
   return (
     out.astype(g.dtype),
     _precision.store(new_nu, nu),
-    None if new_mu is None else _precision.store(new_mu, mu),
+    None if mu is None or new_mu is None else _precision.store(new_mu, mu),
   )
 
 
@@ -321,7 +326,7 @@ def _abs_sq(x: jax.Array) -> jax.Array:
   return jnp.square(x)
 
 
-def _bias_correction(decay: Any, t: jax.Array, dtype: jnp.dtype) -> jax.Array:
+def _bias_correction(decay: Hyperparameter, t: jax.Array, dtype: jnp.dtype) -> jax.Array:
   """``1 - decay**t`` in ``dtype``, computed as ``-expm1(t * log(decay))``.
 
   Optax's ``1 - decay**t`` cancels near ``decay = 1``: in float32 it is off by
@@ -343,7 +348,7 @@ def _is_python_number(value: Any) -> bool:
   return isinstance(value, numbers.Real) and not isinstance(value, (np.ndarray, jax.Array))
 
 
-def _needs_zero_guard(eps: Any) -> bool:
+def _needs_zero_guard(eps: jax.typing.ArrayLike) -> bool:
   value = _checks.concrete_value(eps)
   return value is None or value < _EPS_GUARD_BELOW
 
@@ -394,7 +399,12 @@ def _jit_with_constants(
 
 
 def _validate(
-  name: str, decay: Any, eps: Any, mean_decay: Any, bias_correction: bool, initial_scale: Any
+  name: str,
+  decay: optax.ScalarOrSchedule,
+  eps: jax.typing.ArrayLike,
+  mean_decay: optax.ScalarOrSchedule | None,
+  bias_correction: bool,
+  initial_scale: jax.typing.ArrayLike,
 ) -> None:
   _checks.check_range('decay', decay, low=0.0, high=1.0)
   _checks.check_range('eps', eps, low=0.0)
