@@ -19,6 +19,11 @@ from rmsprop_optax import bench
 NUMERICS_RTOL = 1e-5
 
 CONFIGS = list(bench.CONFIGS)
+FLOAT_CONFIGS = [c for c in CONFIGS if c not in bench.QUANTIZED]
+QUANTIZED_CONFIGS = list(bench.QUANTIZED)
+# Quantized state against optax after 3 steps: max |p_ours - p_optax| over the
+# largest param change (the stored moments are rounded; 4 bits keep three decades).
+QUANTIZED_UPDATE_RTOL = {'q8': 0.05, 'q4': 0.5}
 
 
 def _finite_positive(x: object) -> bool:
@@ -39,9 +44,13 @@ def results() -> dict:
 
 @pytest.mark.slow
 def test_schema(results: dict) -> None:
-  assert set(results) == {'meta', 'bandwidth', 'steps', 'summary', 'compile'}
+  assert set(results) == {'meta', 'bandwidth', 'steps', 'summary', 'quantized_state', 'compile'}
   sm = results['summary']
-  assert sm['rows'] == len(results['steps'])
+  # The headline summary is over the float32-state rows; quantized rows apart.
+  assert sm['rows'] == 2 * len(FLOAT_CONFIGS)
+  assert sm['quantized']['rows'] == len(QUANTIZED_CONFIGS)
+  assert _finite_positive(sm['quantized']['geomean_over_float32_state'])
+  assert _finite_positive(sm['quantized']['geomean_over_optax'])
   assert 0 <= sm['rows_ours_at_most_optax'] <= sm['rows']
   lo, hi = sm['range_ours_over_optax']
   assert 0 < lo <= sm['geomean_ours_over_optax'] <= hi
@@ -50,9 +59,18 @@ def test_schema(results: dict) -> None:
   assert results['meta']['quick'] is True
   assert _finite_positive(results['bandwidth']['gb_per_s'])
   assert _finite_positive(results['bandwidth']['copy_gb_per_s'])
-  assert len(results['steps']) == 2 * len(CONFIGS)
+  # --quick: quantized rows on the one-leaf tree only (the cnn is skipped).
+  assert len(results['steps']) == 2 * len(FLOAT_CONFIGS) + len(QUANTIZED_CONFIGS)
+  assert {(r['config'], r['tree']) for r in results['quantized_state']['skipped']} == {
+    (c, 'cnn') for c in QUANTIZED_CONFIGS
+  }
   for row in results['steps']:
     assert row['config'] in CONFIGS
+    assert row['state'] == bench.state_label(row['config'])
+    assert row['state_bytes']['ours'] > 0 and row['state_bytes']['optax'] > 0
+    if row['config'] in bench.QUANTIZED:
+      _check_quantized_row(row)
+      continue
     for who in ('ours', 'optax'):
       assert _finite_positive(row['seconds'][who])
     assert _finite_positive(row['ratio_ours_over']['optax'])
@@ -76,6 +94,7 @@ def test_schema(results: dict) -> None:
       mem = row['memory'][who]
       if mem is not None:
         assert _finite_positive(mem['peak_over_min'])
+  _check_quantized_state(results['quantized_state'])
   sweep = results['compile']
   assert [r['n_leaves'] for r in sweep['rows']] == [2, 4]
   for r in sweep['rows']:
@@ -86,19 +105,131 @@ def test_schema(results: dict) -> None:
   assert set(sweep['seconds_per_leaf']) == {'ours', 'optax', 'floor'}
 
 
+def _check_quantized_row(row: dict) -> None:
+  # Ours with quantized state, against ours with float32 state and optax.
+  assert row['tree'] == 'one_leaf'
+  assert row['float32_config'] == bench.QUANTIZED[row['config']][0]
+  for who in ('ours', 'optax', 'float32_state'):
+    assert _finite_positive(row['seconds'][who])
+  for who in ('optax', 'float32_state'):
+    assert _finite_positive(row['ratio_ours_over'][who])
+    band = row['ratio_spread'][who]
+    assert 0 < band['p25'] <= band['median'] <= band['p75'] < math.inf
+    assert band['median'] == row['ratio_ours_over'][who]
+  assert 'torch' not in row['seconds']
+  assert _finite_positive(row['iters_per_sample_ours'])
+  # About 1 byte (4 bits: half a byte) + 4 / block_size per element, plus the step count.
+  goal = {'q8': 0.27, 'q4': 0.14}[row['state']]
+  assert row['state_ratio_vs_float32'] <= goal
+  assert (
+    row['state_ratio_vs_float32']
+    == row['state_bytes']['ours'] / row['state_bytes']['float32_state']
+  )
+  assert row['state_bytes']['float32_state'] == row['state_bytes']['optax'] + 4  # the int32 count
+  xb, k = row['xla_bytes_accessed'], row['kernels']
+  assert xb['ours'] >= row['bytes_moved']
+  assert abs(xb['float32_state'] - xb['optax']) <= 64 * row['n_leaves']
+  assert k['optax'] <= k['float32_state'] <= k['optax'] + 1
+  assert _finite_positive(row['xla_traffic_fraction'])
+  assert row['max_rel_diff_vs_optax'] <= QUANTIZED_UPDATE_RTOL[row['state']]
+  for who in ('ours', 'optax', 'float32_state'):
+    mem = row['memory'][who]
+    if mem is not None:
+      assert _finite_positive(mem['peak_over_min'])
+
+
+def _check_quantized_state(qs: dict) -> None:
+  # State bytes from jax.eval_shape for each tree, float32 against 8 and 4 bits.
+  table = {(b['tree'], b['settings']): b for b in qs['state_bytes']}
+  assert set(table) == {(t, s) for t in ('one_leaf', 'cnn') for s in ('plain', 'centered_momentum')}
+  for b in table.values():
+    assert b['q4'] <= b['q8'] <= b['float32']
+    assert b['q8_over_float32'] == b['q8'] / b['float32']
+  assert table['one_leaf', 'plain']['q8_over_float32'] <= 0.27
+  assert table['one_leaf', 'plain']['q4_over_float32'] <= 0.14
+  # The --quick cnn's leaves are all under min_size: float32 state throughout.
+  assert table['cnn', 'plain']['q8'] == table['cnn', 'plain']['float32']
+  cost = qs['quantize_cost']
+  assert cost['elements'] == 1 << 18
+  parts = {'float32_step', 'q8_step', 'quantize', 'code_lookup_scan_unrolled', 'code_lookup_scan'}
+  parts |= {'dequantize', 'code_map_gather', 'scale_repeat'}
+  assert set(cost['seconds']) == parts
+  assert all(_finite_positive(v) for v in cost['seconds'].values())
+  assert cost['over_float32_step']['float32_step'] == 1.0
+
+
 @pytest.mark.slow
 def test_json_and_table_round_trip(results: dict, tmp_path) -> None:
   path = tmp_path / 'bench.json'
   path.write_text(json.dumps(results))
   assert json.loads(path.read_text())['steps'][0]['config'] == CONFIGS[0]
   table = bench.format_table(results)
-  assert table.count('| one_leaf |') == len(CONFIGS)
+  # Float32 rows, quantized rows and the two state-bytes rows of the tree.
+  assert table.count('| one_leaf |') == len(CONFIGS) + 2
   assert 'A/A' in table and 'least/optax' in table and 'geometric mean' in table
+  assert 'q / float32-state' in table and 'where the time goes' in table
+  assert bench.QUANTIZED_NOTE in table
 
 
-@pytest.mark.parametrize('config', CONFIGS)
+@pytest.mark.parametrize('config', FLOAT_CONFIGS)
 def test_benchmarked_configs_match_optax(config: str) -> None:
   assert bench.check_numerics(config) <= NUMERICS_RTOL
+
+
+@pytest.mark.parametrize('config', QUANTIZED_CONFIGS)
+def test_quantized_configs_step_like_optax(config: str) -> None:
+  assert bench.check_numerics(config) <= QUANTIZED_UPDATE_RTOL[bench.state_label(config)]
+
+
+def test_state_bytes_come_from_eval_shape() -> None:
+  import jax
+  import jax.numpy as jnp
+
+  from rmsprop_optax import quantized, rmsprop
+
+  params = {'w': jax.ShapeDtypeStruct((64, 256), jnp.float32)}
+  n = 64 * 256
+  assert bench.state_bytes(rmsprop(1e-3), params) == 4 * n + 4
+  # One code byte per element and one float32 scale per block of 256 (4 bits: 128).
+  assert bench.state_bytes(rmsprop(1e-3, accumulator_dtype=quantized(8)), params) == n + 4 * 64 + 4
+  q4 = bench.state_bytes(rmsprop(1e-3, accumulator_dtype=quantized(4)), params)
+  assert q4 == n // 2 + 4 * 64 * 2 + 4
+
+
+@pytest.mark.parametrize('bits', [8, 4])
+@pytest.mark.parametrize('signed', [False, True])
+def test_code_lookup_method_gives_the_default_codes(bits: int, signed: bool) -> None:
+  # quantize() looks codes up with searchsorted(method='scan_unrolled'), the
+  # fastest on XLA:CPU: the codes are those of the default 'scan' and of NumPy.
+  import jax.numpy as jnp
+  import numpy as np
+
+  from rmsprop_optax import _quantize
+
+  table = _quantize.code_map(bits, signed)
+  midpoints = (table[1:] + table[:-1]) / 2
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-1 if signed else 0, 1, 20000).astype(np.float32)
+  edges = [0.0, 1.0, 1e-7, 1e-30, np.nextafter(np.float32(1), np.float32(0))]
+  edges += [-v for v in edges] if signed else []
+  # Every midpoint (a tie) and its float32 neighbours, every code value.
+  below = np.nextafter(midpoints, np.float32(-2))
+  above = np.nextafter(midpoints, np.float32(2))
+  x = np.concatenate([x, np.float32(edges), midpoints, below, above, table]).astype(np.float32)
+  if not signed:
+    x = x[x >= 0]
+  m = jnp.asarray(midpoints)
+  default = np.asarray(jnp.searchsorted(m, jnp.asarray(x)))
+  unrolled = np.asarray(jnp.searchsorted(m, jnp.asarray(x), method='scan_unrolled'))
+  np.testing.assert_array_equal(unrolled, default)
+  np.testing.assert_array_equal(default, np.searchsorted(midpoints, x, side='left'))
+  # quantize() itself, on a block whose absmax is 1 (normalized values are x).
+  x1 = np.concatenate([x, np.ones(2 - x.size % 2, np.float32)])  # even, absmax 1
+  q = _quantize.quantize(jnp.asarray(x1), bits=bits, block_size=x1.size, signed=signed)
+  codes = np.asarray(q.codes)
+  if bits == 4:
+    codes = np.stack([codes & 15, codes >> 4], axis=-1).reshape(-1)
+  np.testing.assert_array_equal(codes, np.searchsorted(midpoints, x1, side='left'))
 
 
 def test_main_writes_json(tmp_path) -> None:
@@ -134,6 +265,25 @@ def test_one_leaf_elements_sets_the_size(tmp_path) -> None:
   assert row['n_params'] == 1000
   # plain: read p, g, nu and the int32 count; write p, nu and the count.
   assert row['bytes_moved'] == 5 * 4 * 1000 + 2 * 4
+  assert row['state'] == 'float32' and 'float32_state' not in row['seconds']
+
+
+def test_main_times_one_quantized_row(tmp_path) -> None:
+  path = tmp_path / 'out.json'
+  argv = ['--quick', '--json', str(path), '--configs', 'plain_q8', '--trees', 'one_leaf']
+  argv += ['--leaf-counts', '2', '--repeats', '1', '--no-torch', '--one-leaf-elements', '8192']
+  assert bench.main(argv) == 0
+  data = json.loads(path.read_text())
+  (row,) = data['steps']
+  assert (row['config'], row['state'], row['float32_config']) == ('plain_q8', 'q8', 'plain')
+  # 8192 codes + 32 block scales + the count, against 8192 float32 + the count.
+  assert row['state_bytes'] == {
+    'ours': 8192 + 4 * 32 + 4,
+    'optax': 4 * 8192,
+    'float32_state': 4 * 8192 + 4,
+  }
+  assert data['summary']['rows'] == 0 and data['summary']['quantized']['rows'] == 1
+  assert data['quantized_state']['quantize_cost']['elements'] == 8192
 
 
 @pytest.mark.parametrize('bad', [['--one-leaf-elements', '0'], ['--repeats', '0']])
