@@ -33,7 +33,19 @@ Everything is measured in one process so the ratios compare like with like:
   on XLA:CPU, which fuses no two outputs into one kernel, about the least any
   step that keeps per-leaf state can compile to;
 * peak memory: ``compiled.memory_analysis()`` (arguments + outputs - aliased +
-  temporaries) against params + grads + state.
+  temporaries) against params + grads + state;
+* quantized state (configs ``plain_q8``, ``centered_momentum_q8``,
+  ``plain_q4``: ``accumulator_dtype=quantized(8)`` or ``quantized(4)``): each
+  row times ours with quantized state, ``optax.rmsprop`` with the same
+  settings, the A/A control and ours with float32 state (``float32_state``)
+  in one rotation (a Williams square of four orders); it reports the state
+  bytes (``jax.eval_shape(opt.init, params)``) against float32 state, the
+  peak memory and XLA traffic of the donated quantized step, and the step
+  time over float32-state ours and over optax. A state-bytes table gives
+  float32, 8-bit and 4-bit state for every tree, and "where the time goes"
+  times the parts of the 8-bit step alone on one flat leaf. ``--quick`` times
+  the quantized rows on the one-leaf tree only; a row whose tree has no leaf
+  of ``min_size`` (4096) elements is skipped (its state is all float32).
 
 ``--quick`` shrinks everything for CI; ``--json PATH`` writes the results;
 ``--one-leaf-elements N`` sets the size of the one-leaf tree (1e9 on a GPU:
@@ -72,6 +84,26 @@ Reading the figures on XLA:CPU
   leaves: the state follows the tree.
 * Peak memory: 1.00x params + grads + state (donated) for both libraries: the
   step has no full-size temporaries.
+* Quantized state: 8-bit state is 1 byte + 4 / 256 per element (0.254x
+  float32 state on one leaf; small leaves keep float32), 4-bit 0.133x. Between
+  steps that is what stays resident. The step itself is not memory-bound on
+  XLA:CPU and is many times slower than the float32 step (about 20-45x on
+  the one-leaf tree), although the state it reads and writes is 4x smaller:
+  by XLA's own cost model the compiled 8-bit plain step moves about 55N,
+  not 7N, because the block absmax, the normalization, the code lookup and
+  the dequantization run as separate loops whose float32 intermediates
+  (values, normalized blocks, per-element scales) go through memory; the
+  same temporaries make its peak memory a few times params + grads + state.
+  Timed alone ("where the time goes"), the code-map gather costs about one
+  float32 pass, while the per-element block scale of ``dequantize``
+  (``jnp.repeat``, lowered to a gather whose indices are computed per
+  element) and the code lookup (``jnp.searchsorted``, an 8-step binary search
+  over the 255 midpoints per element) each cost 10-20 float32 steps. The
+  lookup uses ``method='scan_unrolled'`` (the same codes as the default
+  ``'scan'``, 2-4x faster here); ``'compare_all'`` and ``'sort'`` were 15-60x
+  slower with 255 midpoints. Not measured here: on a GPU, where XLA fuses
+  elementwise loops and multiple outputs into few kernels, the step can be
+  closer to memory-bound, and only there can fewer state bytes mean faster.
 """
 
 from __future__ import annotations
@@ -692,9 +724,11 @@ def check_numerics(config: str, steps: int = 3) -> float:
   results = []
   for opt in (ours_fn(), optax_fn()):
     p, s = params, opt.init(params)
+    # Quantized state op by op compiles every small op of the code lookup: jit.
+    update = jax.jit(opt.update) if config in QUANTIZED else opt.update
     for i in range(steps):
       g = _materialize(shapes, 10 + i, 1.0)
-      u, s = opt.update(g, s, p)
+      u, s = update(g, s, p)
       p = optax.apply_updates(p, u)
     results.append(p)
   leaves = zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), jax.tree.leaves(params))
@@ -792,6 +826,24 @@ def _import_torch() -> Any:
   return torch
 
 
+def _skip_quantized(
+  config: str,
+  tree: str,
+  quick: bool,
+  one_leaf_elements: int | None,
+  quantized_trees: set[str] | None,
+) -> str | None:
+  """Why a quantized row is not timed, or None."""
+  if quantized_trees is not None and tree not in quantized_trees:
+    return '--quick times quantized state on ' + ', '.join(sorted(quantized_trees)) + ' only'
+  shapes = _tree_shapes(tree, quick, one_leaf_elements)
+  params = {k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in shapes.items()}
+  ours = CONFIGS[config][0]()
+  if state_bytes(ours, params) == state_bytes(CONFIGS[QUANTIZED[config][0]][0](), params):
+    return 'no leaf is large enough to get quantized state'
+  return None
+
+
 def run(
   *,
   quick: bool = False,
@@ -804,6 +856,9 @@ def run(
   log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
   """Runs the benchmark and returns the results as a JSON-ready dict."""
+  # --quick (CI) times the quantized configs on the one-leaf tree only, unless
+  # they are asked for: compiling four steps per row for every tree is slow.
+  quantized_trees = None if configs is not None or not quick else {'one_leaf'}
   configs = list(CONFIGS) if configs is None else configs
   trees = list(TREES) if trees is None else trees
   if leaf_counts is None:
@@ -822,14 +877,22 @@ def run(
     f'copy {bw["copy_gb_per_s"]:.1f} GB/s'
   )
   steps = []
+  skipped = []
   for tree in trees:
     for config in configs:
+      if config in QUANTIZED:
+        why = _skip_quantized(config, tree, quick, one_leaf_elements, quantized_trees)
+        if why:
+          skipped.append({'config': config, 'tree': tree, 'reason': why})
+          log(f'{config:<20} {tree:<11} skipped: {why}')
+          continue
       row = time_step(config, tree, quick, repeats, target, torch, probe, one_leaf_elements)
       row['max_rel_diff_vs_optax'] = check_numerics(config)
       steps.append(row)
       log(_format_step(row))
   quantized_state: dict[str, Any] = {
     'state_bytes': [r for t in trees for r in state_bytes_table(t, quick, one_leaf_elements)],
+    'skipped': skipped,
   }
   if any(c in QUANTIZED for c in configs):
     n_cost = _tree_shapes('one_leaf', quick, one_leaf_elements)['w'][0]
