@@ -229,7 +229,7 @@ SPEC_STYLE = {
 
 
 def figure(result: dict[str, Any]) -> Any:
-  """One panel per application: the mean curve per spec, the seeds' min-max shaded."""
+  """One panel per application: the mean curve per spec, min to max over seeds shaded."""
   import matplotlib.pyplot as plt
 
   from rmsprop_optax.demos import plotting
