@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 import rmsprop_optax
+from rmsprop_optax.demos import cli
 
 NAME = 'low_memory'
 APPS = ('digits', 'char_lstm', 'dqn', 'matrix_factorization')
@@ -200,7 +201,8 @@ def assemble(per_app: dict[str, dict[str, Any]], *, fast: bool) -> dict[str, Any
   for app, per_spec in summary.items():
     n = len(per_app[app]['seeds'])
     for label, s in per_spec.items():
-      metrics[label][f'{app}: {per_app[app]["metric"]}, mean (min-max, {n} seeds)'] = _cell(s)
+      metric = cli.METRIC_LABELS.get(per_app[app]['metric'], per_app[app]['metric'])
+      metrics[label][f'{app}: {metric}, mean (min-max, {n} seeds)'] = _cell(s)
     for label, s in per_spec.items():
       if label != 'float32 state':
         metrics[label][f'{app}: mean inside float32 range'] = s['inside_float32_range']
