@@ -98,3 +98,13 @@ def test_module_entry_point():
     [sys.executable, '-c', probe], capture_output=True, text=True, timeout=300, check=False
   )
   assert proc.stdout.strip() == 'False', proc.stderr
+
+
+def test_bitsandbytes_rows_pass(capsys):
+  """The four bitsandbytes rows (8-bit and 32-bit state, lr set each step, decay) pass."""
+  code = parity.main(['--framework', 'bitsandbytes', '--steps', '60'])
+  out = capsys.readouterr().out
+  assert code == 0, out
+  rows = [line for line in out.splitlines() if line.startswith('| bitsandbytes')]
+  assert len(rows) == 4 and all(line.rstrip(' |').endswith('pass') for line in rows), out
+  assert '4 passed, 0 failed' in out
