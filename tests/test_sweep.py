@@ -167,7 +167,8 @@ def test_band_lower_is_better_nan_and_edges():
 def test_demo_fast(tmp_path):
   pytest.importorskip('flax')
   pytest.importorskip('sklearn')
-  from rmsprop_optax.demos import cli, lr_sensitivity, plotting
+  from rmsprop_optax.demos import cli, plotting
+  from rmsprop_optax.demos import sweep as lr_sensitivity
 
   assert cli.DEMOS['sweep'] == lr_sensitivity.__name__ and 'sweep' in cli.NOT_IN_ALL
   result = lr_sensitivity.run(fast=True, seed=0)
@@ -190,6 +191,11 @@ def test_demo_fast(tmp_path):
   assert timing['vmap_s'] > 0 and timing['loop_same_jit_s'] > 0
   assert timing['loop_own_jit_s'] > timing['loop_same_jit_s']  # a compilation per run
   assert '| sweep' in cli.format_results([result])
-  assert (tmp_path / 'sweep.png').exists() is False
+  # The demo's own figure (found by the result's name): accuracy and perplexity panels.
+  import matplotlib.pyplot as plt
+
+  fig = plotting.demo_figure(result)
+  assert len(fig.axes) == 2
+  plt.close(fig)
   plotting.plot_result(result, tmp_path / 'sweep.png')
   assert (tmp_path / 'sweep.png').stat().st_size > 10_000
