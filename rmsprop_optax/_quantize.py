@@ -176,16 +176,26 @@ class QuantizedArray:
       values = jnp.asarray(code_map(self.bits, self.signed))[
         self.codes.reshape(-1).astype(jnp.int32)
       ]
-      b = _block(size, self.block_size)
-      scale = jnp.repeat(self.scale, b, total_repeat_length=_ceil_div(size, b) * b)
-      return (values * scale[:size]).reshape(self.shape)
+      scale = _per_element(self.scale, size, _block(size, self.block_size))
+      return (values * scale).reshape(self.shape)
     codes = self.codes
     if self.bits == 4:
       codes = jnp.stack([codes & 15, codes >> 4], axis=-1).reshape(self.shape)
     values = jnp.asarray(code_map(self.bits, self.signed))[codes.astype(jnp.int32)]
-    n, b = self.shape[-1], _block(self.shape[-1], self.block_size)
-    scale = jnp.repeat(self.scale, b, axis=-1, total_repeat_length=_ceil_div(n, b) * b)
-    return values * scale[..., :n]
+    n = self.shape[-1]
+    return values * _per_element(self.scale, n, _block(n, self.block_size))
+
+
+def _per_element(scale: jax.Array, n: int, b: int) -> jax.Array:
+  """Each block's scale at each of the ``n`` elements of the last axis it covers.
+
+  A broadcast and a reshape, which XLA fuses into the multiply; ``jnp.repeat``
+  (a gather) made dequantizing about 6x slower on CPU.
+  """
+  blocks = scale.shape[-1]
+  spread = jnp.broadcast_to(scale[..., None], (*scale.shape, b))
+  spread = spread.reshape((*scale.shape[:-1], blocks * b))
+  return spread if blocks * b == n else spread[..., :n]
 
 
 def is_quantized(x: Any) -> bool:
