@@ -96,16 +96,15 @@ Reading the figures on XLA:CPU
   same temporaries make the step's peak memory 2-8x params + grads + state:
   higher than the float32-state step's peak (one leaf, plain: 597 MB against
   192 MB), so the saving is the resident state between steps, not the
-  step's peak. Timed alone ("where the time goes", 16.8M elements), the
-  code-map gather costs about one float32 step, while the per-element block
-  scale of ``dequantize`` (``jnp.repeat``, lowered to a gather whose indices
-  are computed per element: nearly all of ``dequantize``) and the code lookup
-  (``jnp.searchsorted``, an 8-step binary search over the 255 midpoints per
-  element) each cost about 10 float32 steps. The lookup uses
+  step's peak. Timed alone ("where the time goes"), the code-map gather and
+  the per-element block scale of ``dequantize`` (a broadcast over the block,
+  fused into the multiply; ``jnp.repeat``, a gather with per-element indices,
+  was about 6x slower) cost about one float32 step together, while the code
+  lookup (``jnp.searchsorted``, an 8-step binary search over the 255
+  midpoints per element) costs several. The lookup uses
   ``method='scan_unrolled'`` (the same codes as the default ``'scan'``, 3x
   faster here); ``'compare_all'`` and ``'sort'`` were 15-60x slower with 255
-  midpoints. A broadcast of the scales over the blocks instead of
-  ``jnp.repeat`` measured about 6x faster than the repeat. Not measured here: on a GPU, where XLA fuses
+  midpoints. Not measured here: on a GPU, where XLA fuses
   elementwise loops and multiple outputs into few kernels, the step can be
   closer to memory-bound, and only there can fewer state bytes mean faster.
 """
@@ -660,7 +659,7 @@ def quantize_cost(n_elements: int, calls: int = 5) -> dict[str, Any]:
   code lookup alone (``jnp.searchsorted`` over the 255 midpoints of the code
   map, with the method ``quantize`` uses and with the default ``'scan'``),
   ``dequantize``, and its two halves: the code-map gather and the per-element
-  block scale (``jnp.repeat``).
+  block scale (a broadcast over each block, as ``dequantize`` does it).
   """
   shapes: dict[str, tuple[int, ...]] = {'w': (n_elements,)}
   params = _materialize(shapes, 0, 1.0)
@@ -689,8 +688,8 @@ def quantize_cost(n_elements: int, calls: int = 5) -> dict[str, Any]:
       jax.jit(lambda c: jnp.asarray(table)[c.astype(jnp.int32)]),
       (q.codes,),
     ),
-    'scale_repeat': (
-      jax.jit(lambda s: jnp.repeat(s, 256, total_repeat_length=n_blocks * 256)),
+    'scale_broadcast': (
+      jax.jit(lambda s: jnp.broadcast_to(s[:, None], (n_blocks, 256)).reshape(-1)),
       (q.scale,),
     ),
   }
@@ -1016,10 +1015,10 @@ QUANTIZED_NOTE = (
   'memory-bound. Each requantized moment needs a block absmax (a reduction, then a second pass '
   'to normalize), a code lookup (jnp.searchsorted over the 255 code-map midpoints: an 8-step '
   'binary search of compares and gathers per element) and, to dequantize, a code-map gather and a '
-  'per-element block scale (jnp.repeat, lowered to an index-computing gather); XLA:CPU runs these '
+  'per-element block scale (a broadcast over each block); XLA:CPU runs these '
   'as separate loops over the whole array whose float32 intermediates go through memory (hence the '
   'larger XLA traffic, and a peak memory above the float32-state step), and the gathers do not '
-  'vectorize. The "where the time goes" line times each part alone against the float32 step.'
+  'vectorize well. The "where the time goes" line times each part alone against the float32 step.'
 )
 
 

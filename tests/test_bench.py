@@ -152,7 +152,7 @@ def _check_quantized_state(qs: dict) -> None:
   cost = qs['quantize_cost']
   assert cost['elements'] == 1 << 18
   parts = {'float32_step', 'q8_step', 'quantize', 'code_lookup_scan_unrolled', 'code_lookup_scan'}
-  parts |= {'dequantize', 'code_map_gather', 'scale_repeat'}
+  parts |= {'dequantize', 'code_map_gather', 'scale_broadcast'}
   assert set(cost['seconds']) == parts
   assert all(_finite_positive(v) for v in cost['seconds'].values())
   assert cost['over_float32_step']['float32_step'] == 1.0
