@@ -14,6 +14,14 @@ Storage only: each step dequantizes, runs the float32 arithmetic and
 requantizes; the update uses the unrounded new moments. Blocks run along the
 last axis, so the codes have the param's shape (8 bits) and shard like it.
 
+Rounding is to the nearest code; stochastic rounding is not offered. It would
+need a PRNG key in the state (split every step, checkpointed and sharded with
+the rest), and the two ways round-to-nearest could hurt are already handled:
+the update never sees the rounded moments, and a block whose elements all
+decay together changes its scale, not its codes. It was not measured; the
+case for it would be the small, same-direction loss seen with 8-bit state on
+some applications (``python -m rmsprop_optax demo low_memory``).
+
 For bit-level agreement with bitsandbytes' 8-bit optimizers (CPU kernels,
 ``bitsandbytes/backends/cpu/ops.py`` and ``csrc/cpu_ops.cpp``) a spec can
 instead take blocks over the flattened tensor (``layout='flat'``: bnb's
