@@ -93,7 +93,7 @@ Reading the figures on XLA:CPU
   34-51N, not 7N, because the block absmax, the normalization, the code
   lookup and the dequantization run as separate loops whose float32
   intermediates (values, normalized blocks) go through memory. The same
-  temporaries make the step's peak memory 2-6x params + grads + state:
+  temporaries make the step's peak memory 2-8x params + grads + state:
   higher than the float32-state step's peak (one leaf, plain: 465 MB against
   192 MB), so the saving is the resident state between steps, not the
   step's peak. Timed alone ("where the time goes"), the code-map gather and
