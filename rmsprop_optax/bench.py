@@ -99,12 +99,14 @@ Reading the figures on XLA:CPU
   step's peak. Timed alone ("where the time goes"), the code-map gather and
   the per-element block scale of ``dequantize`` (a broadcast over the block,
   fused into the multiply; ``jnp.repeat``, a gather with per-element indices,
-  was about 6x slower) cost about one float32 step together, while the code
-  lookup (``jnp.searchsorted``, an 8-step binary search over the 255
-  midpoints per element) costs several. The lookup uses
-  ``method='scan_unrolled'`` (the same codes as the default ``'scan'``, 3x
-  faster here); ``'compare_all'`` and ``'sort'`` were 15-60x slower with 255
-  midpoints. Not measured here: on a GPU, where XLA fuses
+  was about 6x slower) cost about one float32 step together, and so does the
+  code lookup: a table indexed by each value's sign, exponent and top mantissa
+  bits, then one compare, exact for every float32 (``jnp.searchsorted``, an
+  8-step binary search over the 255 midpoints per element, took about 10
+  float32 steps with ``method='scan_unrolled'`` and 30 with the default;
+  ``'compare_all'`` and ``'sort'`` were slower still). What remains is
+  the separate loops: the block absmax, the normalization and the lookup
+  each pass over the whole array. Not measured here: on a GPU, where XLA fuses
   elementwise loops and multiple outputs into few kernels, the step can be
   closer to memory-bound, and only there can fewer state bytes mean faster.
 """
@@ -656,8 +658,8 @@ def quantize_cost(n_elements: int, calls: int = 5) -> dict[str, Any]:
   Each part is its own jitted program on ``n_elements`` float32 values (block
   256, the unsigned map of ``nu``): the whole float32-state and 8-bit plain
   steps (donated), ``quantize`` (block absmax, normalize, code lookup), the
-  code lookup alone (``jnp.searchsorted`` over the 255 midpoints of the code
-  map, with the method ``quantize`` uses and with the default ``'scan'``),
+  code lookup alone (the bucket table ``quantize`` uses, and for comparison
+  ``jnp.searchsorted`` over the 255 midpoints, unrolled and default ``'scan'``),
   ``dequantize``, and its two halves: the code-map gather and the per-element
   block scale (a broadcast over each block, as ``dequantize`` does it).
   """
@@ -674,6 +676,10 @@ def quantize_cost(n_elements: int, calls: int = 5) -> dict[str, Any]:
     'quantize': (
       jax.jit(lambda v: _quantize.quantize(v, bits=8, block_size=256, signed=False)),
       (x,),
+    ),
+    'code_lookup': (
+      jax.jit(lambda v: _quantize._nearest_codes(v, 8, False)),
+      (normalized,),
     ),
     'code_lookup_scan_unrolled': (
       jax.jit(lambda v: jnp.searchsorted(midpoints, v, method='scan_unrolled').astype(jnp.uint8)),
@@ -1013,11 +1019,10 @@ def _format_step(r: dict[str, Any]) -> str:
 QUANTIZED_NOTE = (
   'why the quantized step is slower on XLA:CPU although it moves fewer bytes: it is not '
   'memory-bound. Each requantized moment needs a block absmax (a reduction, then a second pass '
-  'to normalize), a code lookup (jnp.searchsorted over the 255 code-map midpoints: an 8-step '
-  'binary search of compares and gathers per element) and, to dequantize, a code-map gather and a '
-  'per-element block scale (a broadcast over each block); XLA:CPU runs these '
-  'as separate loops over the whole array whose float32 intermediates go through memory (hence the '
-  'larger XLA traffic, and a peak memory above the float32-state step), and the gathers do not '
+  'to normalize) and a code lookup (a table indexed by the float bits, then a compare), and '
+  'dequantizing needs a code-map gather and a per-element block scale; XLA:CPU runs these as '
+  'separate loops over the whole array whose float32 intermediates go through memory (hence the '
+  'larger XLA traffic, and a peak memory above the float32-state step), and gathers do not '
   'vectorize well. The "where the time goes" line times each part alone against the float32 step.'
 )
 

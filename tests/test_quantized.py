@@ -89,6 +89,27 @@ def test_quantize_picks_the_nearest_code_and_dequantizes(bits, block_size, signe
   )
 
 
+@pytest.mark.parametrize('bits', [8, 4])
+@pytest.mark.parametrize('signed', [False, True])
+def test_code_lookup_equals_a_binary_search_for_every_kind_of_float(bits, signed):
+  """The bucket-table lookup counts the midpoints below each value, as searchsorted does."""
+  table = _quantize.code_map(bits, signed)
+  midpoints = (table[1:] + table[:-1]) / 2
+  rng = np.random.default_rng(4)
+  values = [
+    midpoints,  # ties go to the lower code
+    np.nextafter(midpoints, np.float32(2)),
+    np.nextafter(midpoints, np.float32(-2)),
+    table,
+    rng.uniform(-1.1, 1.1, 100_000),
+    rng.uniform(-1, 1, 100_000) * 10.0 ** rng.uniform(-40, 0, 100_000),  # denormals too
+    [0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 3.0, -3.0, np.inf, -np.inf, 2.0, -2.0],
+  ]
+  v = np.concatenate([np.asarray(x, np.float32) for x in values])
+  got = np.asarray(jax.jit(lambda x: _quantize._nearest_codes(x, bits, signed))(jnp.asarray(v)))
+  np.testing.assert_array_equal(got, np.searchsorted(midpoints, v, side='left'))
+
+
 def test_quantize_round_trip_error_is_bounded_by_the_code_spacing():
   x = jnp.asarray(np.random.default_rng(1).standard_normal((16, 1024)), jnp.float32) ** 2
   q = _quantize.quantize(x, bits=8, block_size=256, signed=False)
