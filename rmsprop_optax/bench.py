@@ -87,14 +87,14 @@ Reading the figures on XLA:CPU
 * Quantized state: 8-bit state is 1 byte + 4 / 256 per element (0.254x
   float32 state on one leaf; small leaves keep float32), 4-bit 0.133x. Between
   steps that is what stays resident. The step itself is not memory-bound on
-  XLA:CPU and is many times slower than the float32 step (about 14-25x on
-  the benchmark's trees), although the state it reads and writes is 4x
+  XLA:CPU and is several times slower than the float32 step (about 3.6-9x
+  on the benchmark's trees), although the state it reads and writes is 4x
   smaller: by XLA's own cost model the compiled 8-bit plain step moves
-  34-51N, not 7N, because the block absmax, the normalization, the code
+  11-13N, not 7N, because the block absmax, the normalization, the code
   lookup and the dequantization run as separate loops whose float32
   intermediates (values, normalized blocks) go through memory. The same
-  temporaries make the step's peak memory 2-8x params + grads + state:
-  higher than the float32-state step's peak (one leaf, plain: 465 MB against
+  temporaries make the step's peak memory 1.8-3.2x params + grads + state:
+  higher than the float32-state step's peak (one leaf, plain: 273 MB against
   192 MB), so the saving is the resident state between steps, not the
   step's peak. Timed alone ("where the time goes"), the code-map gather and
   the per-element block scale of ``dequantize`` (a broadcast over the block,
