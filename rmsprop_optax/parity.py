@@ -176,6 +176,21 @@ def run_torch(
   params = {k: torch.tensor(v, dtype=tdtype, requires_grad=True) for k, v in problem.init.items()}
   opt = torch.optim.RMSprop(list(params.values()), foreach=False, **kwargs)
   sched = None if scheduler is None else scheduler(opt)
+  return _torch_trajectory(opt, params, problem, steps, lr_schedule=lr_schedule, scheduler=sched)
+
+
+def _torch_trajectory(
+  opt: Any,
+  params: dict[str, Any],
+  problem: Regression,
+  steps: int,
+  *,
+  lr_schedule: Callable[[int], float] | None = None,
+  scheduler: Any = None,
+) -> Trajectory:
+  """Steps a torch optimizer over ``problem``'s NumPy gradients; the params after each step."""
+  import torch
+
   out: Trajectory = []
   for t in range(steps):
     grads = problem.grad({k: p.detach().numpy() for k, p in params.items()}, t)
@@ -184,8 +199,8 @@ def run_torch(
     if lr_schedule is not None:
       opt.param_groups[0]['lr'] = float(lr_schedule(t))
     opt.step()
-    if sched is not None:
-      sched.step()
+    if scheduler is not None:
+      scheduler.step()
     out.append({k: p.detach().numpy().copy() for k, p in params.items()})
   return out
 
@@ -543,16 +558,7 @@ def run_bitsandbytes(
   params = {k: torch.tensor(v, requires_grad=True) for k, v in problem.init.items()}
   optimizer = {8: bnb.optim.RMSprop8bit, 32: bnb.optim.RMSprop32bit}[optim_bits]
   opt = optimizer(list(params.values()), **kwargs)
-  out: Trajectory = []
-  for t in range(steps):
-    grads = problem.grad({k: p.detach().numpy() for k, p in params.items()}, t)
-    for k, p in params.items():
-      p.grad = torch.from_numpy(grads[k])
-    if lr_schedule is not None:
-      opt.param_groups[0]['lr'] = float(lr_schedule(t))
-    opt.step()
-    out.append({k: p.detach().numpy().copy() for k, p in params.items()})
-  return out
+  return _torch_trajectory(opt, params, problem, steps, lr_schedule=lr_schedule)
 
 
 def bitsandbytes_cases() -> list[Case]:
