@@ -10,6 +10,8 @@
 - Shared cases: :func:`trajectory` (runs this reference or one of
   ``framework_refs``), :func:`schedule_pair` (a schedule in JAX and the same in
   NumPy), :func:`to_f64`, :func:`bits` (bit-for-bit comparisons).
+- :func:`run_worker`: runs a subprocess worker on 8 virtual CPU devices and
+  returns the one ``RESULT {json}`` line it prints.
 
 Imported by test files and by the subprocess workers (``_sharding_worker.py``),
 so it needs no pytest.
@@ -263,3 +265,47 @@ def rms_outputs(
   zeros = to_f64({'g': np.zeros(np.shape(grads[0]), np.asarray(grads[0]).dtype)})
   ref.init(zeros)
   return [-ref.update(to_f64({'g': g}), zeros)['g'] for g in grads]
+
+
+def run_worker(script: Any, *args: str, timeout: float = 900) -> dict[str, Any]:
+  """Runs ``python script *args`` on 8 virtual CPU devices; its ``RESULT {json}`` line.
+
+  The worker gets the flags ``_eight_devices`` sets (so this process keeps one
+  device) and the repository and ``tests/`` on its path. A non-zero exit is an
+  ``AssertionError`` carrying the worker's traceback; a hung worker raises
+  ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
+  """
+  import json
+  import os
+  import subprocess
+  import sys
+  from pathlib import Path
+
+  tests = Path(__file__).resolve().parent
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = (
+    env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+  ).strip()
+  env['JAX_PLATFORMS'] = 'cpu'
+  env['PYTHONPATH'] = os.pathsep.join(
+    [str(tests.parent), str(tests)] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
+  )
+  proc = subprocess.run(
+    [sys.executable, str(script), *args],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
+  if proc.returncode != 0:
+    raise AssertionError(
+      f'{Path(script).name} {" ".join(args)} failed in its 8-device subprocess '
+      f'(exit {proc.returncode}):\n{proc.stderr[-6000:]}\n{proc.stdout[-2000:]}'
+    )
+  results = [
+    json.loads(line[len('RESULT ') :])
+    for line in proc.stdout.splitlines()
+    if line.startswith('RESULT ')
+  ]
+  assert len(results) == 1, proc.stdout
+  return results[0]

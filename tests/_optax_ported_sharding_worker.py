@@ -13,24 +13,16 @@ and exit status 1.
 
 from __future__ import annotations
 
-import os
+import json
 import sys
+from typing import Any
 
-if '--xla_force_host_platform_device_count' not in os.environ.get('XLA_FLAGS', ''):
-  os.environ['XLA_FLAGS'] = (
-    os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
-  ).strip()
-os.environ.setdefault('JAX_PLATFORMS', 'cpu')
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+import _eight_devices  # noqa: F401  (before JAX: 8 virtual CPU devices)
+import jax
+import jax.numpy as jnp
+import optax
 
-import json  # noqa: E402
-from typing import Any  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
-
-import rmsprop_optax  # noqa: E402
+import rmsprop_optax
 
 # Upstream's entry is ``'rmsprop': optax.rmsprop(1.0)``. The second entry is not
 # upstream's: it runs the same checks on the mean and momentum buffers.

@@ -76,10 +76,6 @@ correction makes.
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import subprocess
-import sys
 import typing
 from pathlib import Path
 
@@ -89,6 +85,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _harness import run_worker
 from optax import contrib
 
 from rmsprop_optax import rmsprop, scale_by_centered_rms, scale_by_rms
@@ -484,33 +481,7 @@ def test_state_sharding_types_on_explicit_mesh():
   state types (shape, dtype, sharding). ``test_state_sharding_type_preserved_with_jit``:
   ``jit(init)`` and ``init`` give the same types, as do ``jit(update)`` and ``update``.
   """
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-    env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
-  ).strip()
-  env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = os.pathsep.join(
-    [str(TESTS.parent)] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
-  )
-  proc = subprocess.run(
-    [sys.executable, str(SHARDING_WORKER)],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
-  if proc.returncode != 0:
-    pytest.fail(
-      f'sharding worker failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}',
-      pytrace=False,
-    )
-  results = [
-    json.loads(line[len('RESULT ') :])
-    for line in proc.stdout.splitlines()
-    if line.startswith('RESULT ')
-  ]
-  assert len(results) == 1, proc.stdout
-  checked = results[0]['leaves_checked']
+  checked = run_worker(SHARDING_WORKER, timeout=600)['leaves_checked']
   assert set(checked) == {
     'test_state_sharding_type_init_match_update',
     'test_state_sharding_type_preserved_with_jit',

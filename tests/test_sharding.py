@@ -28,14 +28,11 @@ What they check (references and tolerances are the worker's constants):
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import pytest
+from _harness import run_worker
 
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / '_sharding_worker.py'
@@ -43,34 +40,9 @@ TIMEOUT_S = 900
 
 
 def run_case(case: str) -> dict:
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = (
-    env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
-  ).strip()
-  env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = os.pathsep.join(
-    [str(TESTS.parent), str(TESTS)] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
-  )
-  proc = subprocess.run(
-    [sys.executable, str(WORKER), case],
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=TIMEOUT_S,
-  )
-  if proc.returncode != 0:
-    pytest.fail(
-      f'sharding case {case!r} failed in its 8-device subprocess '
-      f'(exit {proc.returncode}):\n{proc.stderr[-6000:]}\n{proc.stdout[-2000:]}',
-      pytrace=False,
-    )
-  results = [
-    json.loads(line[len('RESULT ') :])
-    for line in proc.stdout.splitlines()
-    if line.startswith('RESULT ')
-  ]
-  assert len(results) == 1 and results[0]['case'] == case, proc.stdout
-  return results[0]
+  result = run_worker(WORKER, case, timeout=TIMEOUT_S)
+  assert result['case'] == case, result
+  return result
 
 
 @pytest.mark.slow
