@@ -18,9 +18,11 @@ first update), so with ``t = step + 1`` (t = 1, 2, ...):
 - ``power_decay(0.8)``: Adafactor's ``1 - t**-0.8`` (Shazeer and Stern,
   "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost", ICML 2018).
 - ``power_decay(r, theta)`` with ``inverse_power_learning_rate(alpha, s)`` is
-  the family of Zou, Shen, Jie, Zhang and Liu, "A Sufficient Condition for
-  Convergences of Adam and RMSProp", CVPR 2019 (``theta_t = 1 - theta / t**r``,
-  ``alpha_t = alpha / t**s``); :func:`zou_condition` checks their condition.
+  the family ``theta_t = 1 - theta / t**r``, ``alpha_t = alpha / t**s`` that
+  Zou, Shen, Jie, Zhang and Liu, "A Sufficient Condition for Convergences of
+  Adam and RMSProp", CVPR 2019 (arXiv:1811.09358), discuss;
+  :func:`zou_condition` checks a summary of their condition for it (see its
+  docstring for what of the paper was and was not checked).
 
 With ``scale = 1`` the first decay is 0, so ``nu_1 = g_1**2`` exactly: the
 moment is unbiased from the first step and needs no bias correction (which,
@@ -98,9 +100,10 @@ def power_decay(exponent: float = 0.8, scale: float = 1.0) -> optax.Schedule:
   - ``power_decay(0.8)`` (the default): Adafactor's ``1 - t**-0.8`` (Shazeer
     and Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory
     Cost", ICML 2018).
-  - ``power_decay(r, theta)``: ``theta_t = 1 - theta / t**r`` of Zou, Shen,
+  - ``power_decay(r, theta)``: ``theta_t = 1 - theta / t**r`` as in Zou, Shen,
     Jie, Zhang and Liu, "A Sufficient Condition for Convergences of Adam and
-    RMSProp", CVPR 2019 (their ``0 < r <= 1``); see :func:`zou_condition`.
+    RMSProp", CVPR 2019; see :func:`zou_condition`. (The range ``0 < r <= 1``
+    is this function's, not a range taken from the paper.)
 
   The value is clipped to [0, 1): at a count past ``2**24`` float32 would
   round ``1 - t**-1`` to exactly 1, which would freeze ``nu``; the clip keeps
@@ -197,10 +200,10 @@ def inverse_power_learning_rate(learning_rate: float, exponent: float = 0.5) -> 
 
 
 class ZouCondition(NamedTuple):
-  """Each part of Zou et al.'s sufficient condition for the power family.
+  """Each part of the sufficient condition (as summarized in :func:`zou_condition`).
 
-  For ``decay_t = 1 - theta / t**r`` and ``lr_t = alpha / t**s`` (no momentum);
-  see :func:`zou_condition`. ``holds`` is all three.
+  For ``decay_t = 1 - theta / t**r`` and ``lr_t = alpha / t**s`` (no momentum).
+  ``holds`` is all three.
   """
 
   decay_non_decreasing: bool  # 0 <= decay_t < 1 and non-decreasing: 0 < theta <= 1, r >= 0.
@@ -213,37 +216,48 @@ class ZouCondition(NamedTuple):
 
 
 def zou_condition(decay_exponent: float, lr_exponent: float, scale: float = 1.0) -> ZouCondition:
-  r"""Zou et al.'s sufficient condition for ``power_decay(r, scale)`` with ``alpha / t**s``.
+  r"""A sufficient condition in the style of Zou et al. for ``1 - scale / t**r`` with ``alpha / t**s``.
 
-  Zou, Shen, Jie, Zhang and Liu, "A Sufficient Condition for Convergences of
-  Adam and RMSProp", CVPR 2019, analyse ``v_t = theta_t v_{t-1} + (1 -
-  theta_t) g_t**2``, ``x_{t+1} = x_t - alpha_t m_t / sqrt(v_t + eps)`` on
-  smooth non-convex stochastic problems (bounded gradients). Without momentum
-  (``beta_t = 0``, plain RMSprop) their condition reads:
+  Source: Zou, Shen, Jie, Zhang and Liu, "A Sufficient Condition for
+  Convergences of Adam and RMSProp", CVPR 2019, arXiv:1811.09358.
 
-  1. ``0 < theta_t < 1`` and ``theta_t`` non-decreasing in ``t``;
-  2. ``chi_t = alpha_t / sqrt(1 - theta_t)`` non-increasing (they allow
-     "almost" non-increasing: within constant factors of a non-increasing
-     sequence);
-  3. ``sum_{t<=T} alpha_t sqrt(1 - theta_t) / (T alpha_T) -> 0``: the
-     term that decides whether their bound on the gradient norm goes to 0.
+  **What of the paper was checked.** Only its abstract (CVF open-access page)
+  and the opening of its introduction (arXiv:1811.09358) could be read when
+  this was written; the sections with the condition, the theorem and the
+  corollaries could not. Checked there: a generic Adam/RMSProp with a base
+  learning rate ``alpha_t > 0`` that does not depend on the gradients and a
+  second moment ``v_t`` that is a weighted combination of ``g_1**2, ...,
+  g_t**2``; a sufficient condition for global convergence on non-convex
+  stochastic problems that depends only on the base learning rate and those
+  weights; and that it covers AdamNC and AdaEMA. **Not checked**: the exact
+  statement below, its extra assumptions and constants, its theorem and
+  corollary numbers, and whether the paper states a range for ``r`` and ``s``
+  (no number is given here for that reason).
 
-  For ``theta_t = 1 - theta / t**r`` and ``alpha_t = alpha / t**s``:
-  ``chi_t = (alpha / sqrt(theta)) t**(r/2 - s)``, non-increasing iff ``r <= 2 s``;
-  the ratio in 3 is of order ``T**(-r/2)`` (``s + r/2 < 1``) or ``log T /
-  T**(1 - s)`` (``s + r/2 = 1``), so it vanishes iff ``r > 0`` and ``s < 1``.
-  Hence their corollary's ``0 < r <= 2 s < 2``, which together with the
-  range ``0 < r <= 1`` of their family is what this function checks. A
-  constant decay (``r = 0``) satisfies 1 and 2 with ``alpha / sqrt(t)`` but not
-  3: the bound then stays of order ``sqrt(1 - theta)`` and does not prove
-  convergence. ``scale = 1`` makes ``theta_1 = 0``, the edge of 1, which we
-  accept (``1 - 1/t`` is the AdamNC setting the paper covers).
+  The summary used here, for ``v_t = theta_t v_{t-1} + (1 - theta_t) g_t**2``
+  and ``x_{t+1} = x_t - alpha_t g_t / sqrt(v_t + eps)`` (no momentum):
 
-  Parts 1-3 are a summary of the paper's condition for ``beta_t = 0``, not a
-  quotation; the theorem has its own assumptions and constants, so read it
-  before relying on more than the yes/no answer. It is a *sufficient*
-  condition for a non-convex bound: failing it does not
-  mean divergence (``notebooks/07_convergence.ipynb`` shows where it holds and
+  1. ``0 <= theta_t < 1`` and ``theta_t`` non-decreasing in ``t``;
+  2. ``chi_t = alpha_t / sqrt(1 - theta_t)`` non-increasing;
+  3. ``sum_{t<=T} alpha_t sqrt(1 - theta_t) / (T alpha_T) -> 0``, the term that
+     decides whether a bound of the form ``(C + C' sum_{t<=T} alpha_t
+     sqrt(1 - theta_t)) / (T alpha_T)`` on the gradient norm goes to 0.
+
+  For ``theta_t = 1 - theta / t**r`` and ``alpha_t = alpha / t**s`` each part
+  is worked out here, not quoted: 1 holds for ``0 < theta <= 1`` and ``r >=
+  0``; ``chi_t = (alpha / sqrt(theta)) t**(r/2 - s)`` is non-increasing iff
+  ``r <= 2 s``; the ratio in 3 is of order ``T**(-r/2)`` (``s + r/2 < 1``),
+  ``log T / T**(1 - s)`` (``s + r/2 = 1``) or ``T**(s - 1)`` (``s + r/2 >
+  1``), so it vanishes iff ``r > 0`` and ``s < 1``. All three together:
+  ``0 < r <= 2 s < 2``. A constant decay (``r = 0``) passes 1 and 2 with
+  ``alpha / sqrt(t)`` but not 3: the bound then stays of order ``sqrt(1 -
+  theta)``. ``scale = 1`` makes ``theta_1 = 0``, accepted in 1 (``1 - 1/t`` is
+  the AdamNC setting). :func:`power_decay` only builds ``0 < r <= 1``; larger
+  ``r`` are still answered here.
+
+  Read the paper before relying on more than the yes/no answer. It is a
+  *sufficient* condition for a non-convex bound: failing it does not mean
+  divergence (``notebooks/07_convergence.ipynb`` shows where it holds and
   what actually happens on Reddi et al.'s convex counterexample).
 
   Args:
@@ -270,7 +284,7 @@ def zou_condition(decay_exponent: float, lr_exponent: float, scale: float = 1.0)
   s = _number('lr_exponent', lr_exponent)
   theta = _number('scale', scale)
   return ZouCondition(
-    decay_non_decreasing=0.0 <= r <= 1.0 and 0.0 < theta <= 1.0,
+    decay_non_decreasing=r >= 0.0 and 0.0 < theta <= 1.0,
     ratio_non_increasing=r <= 2 * s,
     bound_vanishes=r > 0.0 and s < 1.0,
   )

@@ -214,7 +214,9 @@ CONDITION_CASES = [
   (1.0, 0.25, 1.0, True, False, True),  # r > 2 s: chi_t grows
   (0.0, 0.5, 0.1, True, True, False),  # constant decay 0.9
   (0.5, 1.0, 1.0, True, True, False),  # s = 1
-  (1.5, 0.75, 1.0, False, True, True),  # r outside the family's (0, 1]
+  (1.5, 0.75, 1.0, True, True, True),  # r > 1: not a power_decay, but the sequences qualify
+  (-0.5, 0.5, 1.0, False, True, False),  # r < 0: the decay falls
+  (1.0, 0.5, 1.5, False, True, True),  # scale > 1: the first decays are negative
 ]
 
 
@@ -236,6 +238,18 @@ def test_zou_ratio_matches_the_schedules_numerically(x64, r, s):
   assert np.all(np.diff(decay) > 0)
   non_increasing = bool(np.all(np.diff(chi) <= 1e-12 * chi[1:]))
   assert non_increasing == schedules.zou_condition(r, s, 0.5).ratio_non_increasing
+
+
+@pytest.mark.parametrize(
+  'r,s', [(1.0, 0.5), (0.5, 0.5), (0.25, 0.5), (1.0, 0.75), (0.0, 0.5), (0.5, 1.0), (0.0, 0.25)]
+)
+def test_zou_bound_term_matches_the_sums_numerically(r, s):
+  # Part 3 from the sums themselves: sum_{t<=T} lr_t sqrt(1 - decay_t) / (T lr_T), T = 1e3 vs 1e6.
+  t = np.arange(1, 10**6 + 1, dtype=np.float64)
+  lr, one_minus_decay = 0.1 * t**-s, 0.5 * t**-r
+  term = np.cumsum(lr * np.sqrt(one_minus_decay)) / (t * lr)
+  shrinks = term[10**6 - 1] < 0.5 * term[10**3 - 1]
+  assert shrinks == schedules.zou_condition(r, s, 0.5).bound_vanishes, (r, s, term[[999, -1]])
 
 
 def test_zou_condition_rejects_non_numbers():
