@@ -4,8 +4,11 @@ References: a NumPy re-implementation written from the method (Dettmers et
 al., "8-bit Optimizers via Block-wise Quantization", ICLR 2022): absmax per
 block of ``block_size`` elements along the last axis, the nearest code found
 by brute force over the whole map (no search), and RMSprop's step on the
-dequantized state in float32 NumPy. The bitsandbytes package itself is the
-reference of ``tests/test_parity_bitsandbytes.py``.
+dequantized state in float32 NumPy. The zero-free unsigned map (Li, Chen and
+Zhu, "Memory Efficient Optimizers with 4-bit States", NeurIPS 2023,
+arXiv:2309.01507) is rebuilt here in float64 from its description. The
+bitsandbytes package itself is the reference of
+``tests/test_parity_bitsandbytes.py``.
 """
 
 from __future__ import annotations
@@ -30,9 +33,31 @@ STEP_RTOL = 1e-6
 Q8_TRAJECTORY_RTOL = 0.05
 
 
-def _nearest_codes_np(x, bits, block_size, signed):
+def _zero_free_map_np(bits):
+  """The unsigned map without 0, from its description, in float64.
+
+  One decade per exponent ``10**-(decades) .. 1`` (8 bits: eight, 4 bits:
+  four); the k-th decade from the bottom holds ``2**k`` codes, the midpoints
+  of ``2**k`` equal cells of [0.1, 1] times the decade; then 1.
+  """
+  decades = 8 if bits == 8 else 4
+  values = [1.0]
+  for k in range(decades):
+    cells = 2**k
+    width = 0.9 / cells
+    values += [10.0 ** (k + 1 - decades) * (0.1 + (j + 0.5) * width) for j in range(cells)]
+  return np.sort(np.asarray(values))
+
+
+def _table_np(bits, signed, unsigned_zero=True):
+  if not signed and not unsigned_zero:
+    return _zero_free_map_np(bits)
+  return _quantize.code_map(bits, signed).astype(np.float64)
+
+
+def _nearest_codes_np(x, bits, block_size, signed, unsigned_zero=True):
   """Brute force: per block absmax, then argmin over every code of the map."""
-  table = _quantize.code_map(bits, signed).astype(np.float64)
+  table = _table_np(bits, signed, unsigned_zero)
   x = np.asarray(x, np.float32)
   n = x.shape[-1]
   b = min(block_size, n)
@@ -49,8 +74,8 @@ def _nearest_codes_np(x, bits, block_size, signed):
   return codes.astype(np.uint8), scale
 
 
-def _dequantize_np(codes, scale, bits, block_size, signed):
-  table = _quantize.code_map(bits, signed)
+def _dequantize_np(codes, scale, bits, block_size, signed, unsigned_zero=True):
+  table = _quantize.code_map(bits, signed, unsigned_zero)
   n = codes.shape[-1]
   b = min(block_size, n)
   return table[codes] * np.repeat(scale, b, axis=-1)[..., :n]
@@ -69,31 +94,81 @@ def test_code_map_is_sorted_distinct_and_spans_the_unit_interval(bits, signed):
   assert smallest < (1e-6 if bits == 8 else 1e-2)
 
 
+@pytest.mark.parametrize('bits', [8, 4])
+def test_zero_free_unsigned_map(bits):
+  """No 0: one decade more at the bottom; every other code keeps its index and value."""
+  table = _quantize.code_map(bits, False, unsigned_zero=False)
+  assert table.shape == (2**bits,) and table.dtype == np.float32
+  assert np.all(np.diff(table) > 0) and table[0] > 0 and table[-1] == 1.0
+  np.testing.assert_allclose(table, _zero_free_map_np(bits), rtol=1e-6)
+  np.testing.assert_array_equal(table[1:], _quantize.code_map(bits, False)[1:])
+  # The new decade's one cell is [0.1, 1]: its midpoint 0.55, times 10**-7 (10**-3), in float32.
+  assert table[0] == np.float32(1e-7 if bits == 8 else 1e-3) * np.float32(0.55)
+  # The signed map keeps its 0 (mu and the momentum buffer cross it).
+  np.testing.assert_array_equal(
+    _quantize.code_map(bits, True, unsigned_zero=False), _quantize.code_map(bits, True)
+  )
+
+
+def test_the_spec_picks_the_map():
+  assert rmsprop_optax.quantized().unsigned_zero is False
+  assert rmsprop_optax.quantized(4).unsigned_zero is False
+  assert rmsprop_optax.quantized(unsigned_zero=True).unsigned_zero is True
+  bnb = rmsprop_optax.quantized(8, 256, layout='flat', rounding='bitsandbytes', signed=True)
+  assert bnb.unsigned_zero is True
+  assert rmsprop_optax.presets.bitsandbytes()  # builds
+  assert rmsprop_optax.quantized() == rmsprop_optax.quantized(unsigned_zero=False)
+  state = rmsprop_optax.rmsprop(
+    1e-3, centered=True, accumulator_dtype=rmsprop_optax.quantized(8, min_size=0)
+  ).init({'w': jnp.zeros((2, 8))})
+  rms = rmsprop_optax.find_rms_state(state)
+  assert rms.nu['w'].unsigned_zero is False and not rms.nu['w'].signed
+  # The zero fill has scale 0: whatever its code stands for, it dequantizes to 0.
+  np.testing.assert_array_equal(np.asarray(rms.nu['w'].dequantize()), np.zeros((2, 8)))
+  np.testing.assert_array_equal(np.asarray(rms.nu['w'].codes), np.zeros((2, 8)))
+
+
 @pytest.mark.parametrize('bits, block_size', [(8, 256), (8, 64), (4, 128)])
-@pytest.mark.parametrize('signed', [False, True])
+@pytest.mark.parametrize('signed, unsigned_zero', [(False, False), (False, True), (True, False)])
 @pytest.mark.parametrize('shape', [(3, 700), (5000,), (2, 3, 40)])
-def test_quantize_picks_the_nearest_code_and_dequantizes(bits, block_size, signed, shape):
+def test_quantize_picks_the_nearest_code_and_dequantizes(
+  bits, block_size, signed, unsigned_zero, shape
+):
   rng = np.random.default_rng(0)
   x = rng.standard_normal(shape).astype(np.float32) * np.logspace(-3, 1, shape[-1])
   if not signed:
-    x = x**2
-  q = _quantize.quantize(jnp.asarray(x), bits=bits, block_size=block_size, signed=signed)
-  want_codes, want_scale = _nearest_codes_np(x, bits, block_size, signed)
+    x = x**2  # nine decades: the smallest fall below every map's smallest code
+  x[..., 1] = 0.0  # exact zeros inside nonzero blocks
+  b = min(block_size, shape[-1])
+  x.reshape(-1, shape[-1])[0, :b] = 0.0  # an all-zero block
+  q = _quantize.quantize(
+    jnp.asarray(x),
+    bits=bits,
+    block_size=block_size,
+    signed=signed,
+    unsigned_zero=unsigned_zero,
+  )
+  want_codes, want_scale = _nearest_codes_np(x, bits, block_size, signed, unsigned_zero)
   np.testing.assert_array_equal(np.asarray(q.scale), want_scale)
   got_codes = np.asarray(q.codes)
   if bits == 4:  # two codes per byte, low nibble first
     got_codes = np.stack([got_codes & 15, got_codes >> 4], axis=-1).reshape(shape)
   np.testing.assert_array_equal(got_codes, want_codes)
-  np.testing.assert_array_equal(
-    np.asarray(q.dequantize()), _dequantize_np(want_codes, want_scale, bits, block_size, signed)
-  )
+  want = _dequantize_np(want_codes, want_scale, bits, block_size, signed, unsigned_zero)
+  got = np.asarray(q.dequantize())
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got.reshape(-1, shape[-1])[0, :b], 0.0)
+  if not signed:
+    # Stored as 0 only where the block is all zero, or with the map that has a 0.
+    stored_zero = (got == 0) & (x > 0)
+    assert stored_zero.any() == unsigned_zero
 
 
 @pytest.mark.parametrize('bits', [8, 4])
-@pytest.mark.parametrize('signed', [False, True])
-def test_code_lookup_equals_a_binary_search_for_every_kind_of_float(bits, signed):
+@pytest.mark.parametrize('signed, unsigned_zero', [(False, True), (False, False), (True, True)])
+def test_code_lookup_equals_a_binary_search_for_every_kind_of_float(bits, signed, unsigned_zero):
   """The bucket-table lookup counts the midpoints below each value, as searchsorted does."""
-  table = _quantize.code_map(bits, signed)
+  table = _quantize.code_map(bits, signed, unsigned_zero)
   midpoints = (table[1:] + table[:-1]) / 2
   rng = np.random.default_rng(4)
   values = [
@@ -106,7 +181,8 @@ def test_code_lookup_equals_a_binary_search_for_every_kind_of_float(bits, signed
     [0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 3.0, -3.0, np.inf, -np.inf, 2.0, -2.0],
   ]
   v = np.concatenate([np.asarray(x, np.float32) for x in values])
-  got = np.asarray(jax.jit(lambda x: _quantize._nearest_codes(x, bits, signed))(jnp.asarray(v)))
+  lookup = jax.jit(lambda x: _quantize._nearest_codes(x, bits, signed, unsigned_zero))
+  got = np.asarray(lookup(jnp.asarray(v)))
   np.testing.assert_array_equal(got, np.searchsorted(midpoints, v, side='left'))
 
 
@@ -143,7 +219,7 @@ def test_one_step_is_rmsprop_on_the_dequantized_state(bits, centered):
     want = g / np.sqrt(s + np.float32(1e-8))
     out, state = tx.update(jnp.asarray(g), state)
     np.testing.assert_allclose(np.asarray(out), want, rtol=STEP_RTOL, err_msg=f'step {step}')
-    codes, scale = _nearest_codes_np(new_nu, bits, spec.block_size, signed=False)
+    codes, scale = _nearest_codes_np(new_nu, bits, spec.block_size, False, unsigned_zero=False)
     # The stored codes are the nearest codes of the new moment. XLA's new_nu
     # may differ from NumPy's in the last bit (fused multiply-add), which
     # moves a block's scale by an ulp and can flip a code that sits on the
@@ -153,6 +229,43 @@ def test_one_step_is_rmsprop_on_the_dequantized_state(bits, centered):
     if bits == 4:
       got = np.stack([got & 15, got >> 4], axis=-1).reshape(shape)
     assert np.mean(got == codes) > 0.999, np.mean(got == codes)
+
+
+@pytest.mark.parametrize('bits, small', [(8, 3e-4), (4, 3e-2)])
+def test_a_small_second_moment_does_not_collapse_to_zero(bits, small):
+  """Li et al.'s zero-point problem, and the map without 0 that avoids it.
+
+  One block: an element with gradient 1 and one with a constant ``small``
+  gradient, whose ``nu`` (``small**2``: 9e-8 at 8 bits, 9e-4 at 4 bits) lies
+  below half the smallest positive code of bitsandbytes' unsigned map. With
+  that map it is stored as 0 at every step, so every update of the small
+  element is ``g / sqrt((1 - decay) g**2)``: 3.2x float32's at decay 0.9.
+  Without a 0 it is stored as the smallest code and its update stays within
+  1.3x of float32's (the code lies within 1.7x of its ``nu``).
+  """
+  decay, steps = 0.9, 100
+  g = np.zeros((1, 8), np.float32)
+  g[0, 0], g[0, 1:] = 1.0, small
+  updates = {}
+  for unsigned_zero in (True, False, None):
+    spec = (
+      None
+      if unsigned_zero is None
+      else rmsprop_optax.quantized(bits, min_size=0, unsigned_zero=unsigned_zero)
+    )
+    tx = rmsprop_optax.scale_by_rms(decay=decay, eps=0.0, accumulator_dtype=spec)
+    state = tx.init(jnp.zeros(g.shape))
+    step = jax.jit(tx.update)
+    for _ in range(steps):
+      out, state = step(jnp.asarray(g), state)
+    if unsigned_zero is not None:
+      stored = np.asarray(state.nu.dequantize())[0, 1:]
+      assert np.all(stored == 0) if unsigned_zero else np.all(stored > 0), unsigned_zero
+    updates[unsigned_zero] = np.asarray(out)[0, 1:]
+  f32 = updates[None]
+  np.testing.assert_allclose(f32, 1.0, rtol=1e-3)  # |g| / sqrt(g**2) after 100 steps
+  np.testing.assert_allclose(updates[True], 1 / np.sqrt(1 - decay), rtol=1e-5)
+  assert np.all((updates[False] > 0.7 * f32) & (updates[False] < 1.3 * f32)), updates[False]
 
 
 def test_small_leaves_keep_float32_state_and_large_ones_get_codes():
@@ -315,6 +428,7 @@ def test_diagnostics_read_quantized_state():
     ({'block_size': 0}, '`block_size`'),
     ({'block_size': 1}, '`block_size`'),
     ({'min_size': -1}, '`min_size`'),
+    ({'unsigned_zero': 0}, '`unsigned_zero` must be None, True or False'),
   ],
 )
 def test_bad_quantized_arguments_are_value_errors_naming_them(kwargs, match):
