@@ -221,3 +221,30 @@ def test_generic_figures_use_real_steps_and_learning_rates(name):
   assert len(ax.get_lines()) == len(lrs) + 1
   assert ax.get_lines()[0].get_xdata()[-1] == pytest.approx(297.0)
   _lrs_in_title(fig, lrs)
+
+
+def test_sweep_perplexity_axis_has_plain_tick_labels():
+  # A hand-made sweep result: the LSTM panel spans 20..100 on a log axis, less than a decade,
+  # where matplotlib's default labels read 2x10^1 .. 6x10^1.
+  from rmsprop_optax.demos import sweep
+
+  lrs = [1e-3, 1e-2, 1e-1, 1.0]
+  band = {'best_lr': 0.1, 'best_value': 22.5, 'low': 0.05, 'high': 0.2, 'decades': 0.6}
+  summary = {'mean': [60.0, 30.0, 22.5, 40.0], 'min': [58.0, 29.0, 22.0, 38.0]}
+  summary |= {'max': [62.0, 31.0, 23.0, 42.0], 'band': band | {'at_edge': False}}
+  acc = {'mean': [0.5, 0.8, 0.9, 0.7], 'min': [0.5, 0.8, 0.9, 0.7], 'max': [0.5, 0.8, 0.9, 0.7]}
+  acc |= {'band': band | {'best_value': 0.9, 'at_edge': False}}
+  result = {
+    'name': 'sweep',
+    'learning_rates': lrs,
+    'seeds': [0, 1],
+    'sweeps': {'digits': {'rmsprop': acc}, 'lstm': {'rmsprop': summary, 'sgd': summary}},
+  }
+  fig = sweep.figure(result)
+  fig.canvas.draw()
+  ax = fig.axes[1]
+  assert ax.get_yscale() == 'log'
+  labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+  assert labels and all(text == f'{float(text):g}' for text in labels), labels
+  assert {'30', '50', '100'} <= set(labels), labels
+  assert not [t.get_text() for t in ax.get_yticklabels(minor=True) if t.get_text()]

@@ -10,7 +10,8 @@ and the learning rate). On the small problem below (20 steps) the largest
 measured relative gap is 9e-7 (about 8 float32 ulps), hence rtol 1e-6, with
 an atol for values that pass near zero.
 
-The demo (``python -m rmsprop_optax demo sweep``) runs once in fast mode.
+The demo (``python -m rmsprop_optax demo sweep``) runs once in fast mode
+(every optimizer on the digits CNN, SGD and RMSprop on the LSTM).
 """
 
 from __future__ import annotations
@@ -176,14 +177,21 @@ def test_demo_fast(tmp_path):
   names = list(lr_sensitivity.OPTIMIZERS)
   assert list(result['curves']) == names
   n_lrs = len(lr_sensitivity.GRID_FAST)
+  swept = lr_sensitivity.SWEPT['fast']
+  assert swept['digits'] == tuple(names) and {'sgd', 'rmsprop'} <= set(swept['lstm'])
   for model in ('digits', 'lstm'):
-    for name in names:
+    assert list(result['sweeps'][model]) == list(swept[model])
+    for name in swept[model]:
       summary = result['sweeps'][model][name]
       assert len(summary['mean']) == n_lrs
       assert summary['band']['decades'] >= 0.0
   for name, metrics in result['metrics'].items():
     assert all(isinstance(v, float) for v in metrics.values()), name
     assert metrics['digits_best_lr'] in lr_sensitivity.GRID_FAST
+    assert ('lstm_best_lr' in metrics) == (name in swept['lstm']), name
+  # The full mode sweeps every optimizer on both models, >= 12 learning rates x 3 seeds.
+  assert lr_sensitivity.SWEPT['full'] == {'digits': tuple(names), 'lstm': tuple(names)}
+  assert len(lr_sensitivity.GRID_FULL) >= 12 and lr_sensitivity.SEEDS_FULL >= 3
   # Learning happened even in a few steps: above chance (0.10), below uniform (97).
   assert result['metrics']['rmsprop']['digits_best_accuracy'] > 0.5
   assert result['metrics']['rmsprop']['lstm_best_perplexity'] < 60.0
@@ -196,6 +204,7 @@ def test_demo_fast(tmp_path):
 
   fig = plotting.demo_figure(result)
   assert len(fig.axes) == 2
+  assert len(fig.axes[1].get_lines()) == len(swept['lstm'])
   plt.close(fig)
   plotting.plot_result(result, tmp_path / 'sweep.png')
   assert (tmp_path / 'sweep.png').stat().st_size > 10_000
