@@ -1,0 +1,562 @@
+"""Multi-host training: data parallel over processes, RMSprop state sharded like the params.
+
+JAX's own multi-controller runtime: one Python process per host, each calling
+``jax.distributed.initialize`` and then the same program on global arrays over
+one global mesh; orbax-checkpoint saves and restores those arrays, also on
+another number of processes, devices or mesh shape. Nothing here is
+home-made distribution.
+
+On this machine (the launcher starts the processes itself on localhost, each
+with several virtual CPU devices; CPU collectives go over gloo)::
+
+  python -m rmsprop_optax.demos.multihost --processes 2
+
+On real hosts, start the same command once per host, with the first host's
+address as coordinator and a checkpoint folder every host can reach (a network
+file system or a bucket orbax understands)::
+
+  # host 0                                        # host 1
+  python -m rmsprop_optax.demos.multihost \\        python -m rmsprop_optax.demos.multihost \\
+    --coordinator host0:1234 \\                       --coordinator host0:1234 \\
+    --num-processes 2 --process-id 0 \\               --num-processes 2 --process-id 1 \\
+    --checkpoint-dir /shared/ckpt                    --checkpoint-dir /shared/ckpt
+
+The mesh is ``('data', 'model')``: ``'data'`` runs over processes (each
+process feeds its own rows of the global batch, with
+``jax.make_array_from_process_local_data``) and ``'model'`` over each
+process's devices, which split the hidden layer (Megatron-style column then
+row split). ``jax.jit(opt.init)`` puts every optimizer-state buffer where its
+parameter is, so each process holds only its share of the state. Training
+checkpoints asynchronously every ``--save-every`` steps and, when started
+again with the same ``--checkpoint-dir``, resumes from the latest complete
+checkpoint (on any process count: the restore target is
+``jax.eval_shape(opt.init, params)`` with the current mesh's shardings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+NAME = 'multihost'
+AXES = ('data', 'model')
+# Input and output widths of the MLP, its hidden width and the global batch.
+SIZES = (32, 1024, 16)
+GLOBAL_BATCH = 256
+LEARNING_RATE = 1e-4
+
+
+# --- the launcher: starts N processes on localhost and watches them ---------
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that was free a moment ago (for the coordinator)."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return int(s.getsockname()[1])
+
+
+@dataclass
+class Finished:
+  """One launched process: its exit status (negative: killed by that signal) and output."""
+
+  process_id: int
+  returncode: int
+  lines: list[str] = field(default_factory=list)
+
+  @property
+  def output(self) -> str:
+    return '\n'.join(self.lines)
+
+
+class LaunchError(RuntimeError):
+  """A launched process failed or the group ran past its timeout; carries every output."""
+
+  def __init__(self, message: str, finished: list[Finished]):
+    tails = '\n'.join(
+      f'--- process {f.process_id} (exit {f.returncode}) ---\n'
+      + '\n'.join([ln for ln in f.lines if not ln.startswith('[Gloo]')][-60:])
+      for f in finished
+    )
+    super().__init__(f'{message}\n{tails}')
+    self.finished = finished
+
+
+def launch(
+  command: Sequence[str],
+  num_processes: int,
+  *,
+  devices_per_process: int = 4,
+  timeout: float = 300.0,
+  env: dict[str, str] | None = None,
+  echo: Callable[[int, str], None] | None = None,
+  on_line: Callable[[int, str, list[subprocess.Popen[str]]], None] | None = None,
+  check: bool = True,
+) -> list[Finished]:
+  """Runs ``command + ['--coordinator', ..., '--num-processes', N, '--process-id', i]`` N times.
+
+  Every process gets ``devices_per_process`` virtual CPU devices
+  (``JAX_NUM_CPU_DEVICES``) and one coordinator address on 127.0.0.1. Output
+  lines arrive as they are printed (``echo(i, line)``; ``on_line(i, line,
+  processes)`` may act on them, e.g. kill a process). When one process exits
+  with an error, the others are killed (a peer waiting in a collective for a
+  dead process would otherwise wait for ever), and so is the whole group when
+  ``timeout`` seconds pass. ``check=True`` raises :class:`LaunchError` then;
+  ``check=False`` returns what happened.
+  """
+  if num_processes < 1:
+    raise ValueError(f'launch: `num_processes` must be >= 1, got {num_processes}')
+  address = f'127.0.0.1:{free_port()}'
+  child_env = dict(os.environ if env is None else env)
+  child_env['JAX_PLATFORMS'] = 'cpu'
+  child_env['JAX_NUM_CPU_DEVICES'] = str(devices_per_process)
+  child_env.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  child_env['PYTHONUNBUFFERED'] = '1'
+  # The XLA flag would override JAX_NUM_CPU_DEVICES in the children.
+  flags = [f for f in child_env.get('XLA_FLAGS', '').split() if 'device_count' not in f]
+  child_env['XLA_FLAGS'] = ' '.join(flags)
+  processes = [
+    subprocess.Popen(
+      [
+        *command,
+        '--coordinator',
+        address,
+        '--num-processes',
+        str(num_processes),
+        '--process-id',
+        str(i),
+      ],
+      env=child_env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+      start_new_session=True,  # its own process group: killing it kills its children
+    )
+    for i in range(num_processes)
+  ]
+  lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+
+  def pump(i: int, stream: Any) -> None:
+    for line in stream:
+      lines.put((i, line.rstrip('\n')))
+    lines.put((i, None))
+
+  pumps = [
+    threading.Thread(target=pump, args=(i, p.stdout), daemon=True) for i, p in enumerate(processes)
+  ]
+  for t in pumps:
+    t.start()
+  finished = [Finished(i, 0) for i in range(num_processes)]
+  open_streams = num_processes
+  deadline = time.monotonic() + timeout
+  failure = ''
+  try:
+    while open_streams:
+      try:
+        i, line = lines.get(timeout=0.1)
+      except queue.Empty:
+        i, line = -1, None
+      if i >= 0:
+        if line is None:
+          open_streams -= 1
+        else:
+          finished[i].lines.append(line)
+          if echo is not None:
+            echo(i, line)
+          if on_line is not None:
+            on_line(i, line, processes)
+      if not failure:
+        failed = [j for j, p in enumerate(processes) if p.poll() not in (None, 0)]
+        if failed:
+          failure = f'process {failed[0]} exited with status {processes[failed[0]].returncode}'
+          _kill_all(processes, grace=5.0)
+      if time.monotonic() > deadline:
+        failure = failure or f'the processes ran past the {timeout:.0f} s timeout'
+        _kill_all(processes, grace=0.0)
+        break
+  finally:
+    _kill_all(processes, grace=0.0 if failure else 30.0)
+  for i, p in enumerate(processes):
+    finished[i].returncode = p.wait()
+  for t, p in zip(pumps, processes):
+    t.join(timeout=5.0)
+    if p.stdout is not None:
+      p.stdout.close()
+  while not lines.empty():  # what was printed after the loop stopped reading
+    i, line = lines.get()
+    if line is not None:
+      finished[i].lines.append(line)
+  if check and (failure or any(f.returncode for f in finished)):
+    raise LaunchError(f'launch: {failure or "a process failed"}', finished)
+  return finished
+
+
+def _kill_all(processes: list[subprocess.Popen[str]], grace: float) -> None:
+  """Waits up to ``grace`` seconds for each process, then SIGKILLs its group."""
+  end = time.monotonic() + grace
+  for p in processes:
+    if p.poll() is None:
+      try:
+        p.wait(timeout=max(0.0, end - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        pass
+    if p.poll() is None:
+      try:
+        os.killpg(p.pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+      p.wait()
+
+
+# --- the training problem, the same on any topology -------------------------
+
+
+def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
+  """``jax.distributed.initialize`` (a no-op for one process)."""
+  import jax
+
+  if num_processes > 1:
+    jax.distributed.initialize(
+      coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )
+
+
+def make_mesh(shape: tuple[int, int] | None = None) -> Any:
+  """A ``('data', 'model')`` mesh over the devices of every process.
+
+  Devices are ordered by process, so with the default shape ``(processes,
+  devices per process)`` each row of the mesh is one process: the ``'data'``
+  axis crosses hosts and the ``'model'`` axis stays inside one. A smaller
+  shape takes the first devices in that order (in one process: a mesh on
+  some of its devices).
+  """
+  import jax
+  from jax.sharding import Mesh
+
+  devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  if shape is None:
+    shape = (jax.process_count(), jax.local_device_count())
+  if shape[0] < 1 or shape[1] < 1 or shape[0] * shape[1] > len(devices):
+    raise ValueError(f'mesh shape {shape} does not fit the {len(devices)} devices')
+  return Mesh(np.array(devices[: shape[0] * shape[1]]).reshape(shape), AXES)
+
+
+LAYOUTS = ('fsdp', 'dm')
+
+
+def param_specs(layout: str = 'fsdp') -> dict[str, Any]:
+  """Where each parameter lives.
+
+  ``'fsdp'`` (fully sharded): the hidden layer is split over every device of
+  the mesh, ``('data', 'model')`` together, so each process holds
+  ``1 / processes`` of the params and of the optimizer state. ``'dm'``
+  (data x model, Megatron-style): split over ``'model'`` only, a full copy on
+  each ``'data'`` row.
+  """
+  from jax.sharding import PartitionSpec as P
+
+  if layout == 'fsdp':
+    return {'w1': P(None, AXES), 'b1': P(AXES), 'w2': P(AXES, None), 'b2': P()}
+  if layout == 'dm':
+    return {'w1': P(None, 'model'), 'b1': P('model'), 'w2': P('model', None), 'b2': P()}
+  raise ValueError(f'param_specs: `layout` must be one of {LAYOUTS}, got {layout!r}')
+
+
+def host_params(seed: int = 0) -> dict[str, np.ndarray]:
+  """The initial parameters as host arrays (every process computes the same)."""
+  rng = np.random.default_rng([seed, 0])
+  d_in, hidden, d_out = SIZES
+  return {
+    'w1': (rng.standard_normal((d_in, hidden)) / np.sqrt(d_in)).astype(np.float32),
+    'b1': np.zeros(hidden, np.float32),
+    'w2': (rng.standard_normal((hidden, d_out)) / np.sqrt(hidden)).astype(np.float32),
+    'b2': np.zeros(d_out, np.float32),
+  }
+
+
+def host_batch(step: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """The global batch of ``step``: a pure function of the step (data order survives restarts)."""
+  d_in, _, d_out = SIZES
+  teacher = np.random.default_rng([seed, 1]).standard_normal((d_in, d_out)) / np.sqrt(d_in)
+  rng = np.random.default_rng([seed, 2, step])
+  x = rng.standard_normal((GLOBAL_BATCH, d_in))
+  y = np.sin(2 * x @ teacher) + 0.1 * x[:, :d_out] ** 2
+  return x.astype(np.float32), y.astype(np.float32)
+
+
+def place_params(host: dict[str, np.ndarray], mesh: Any, layout: str = 'fsdp') -> dict[str, Any]:
+  """Global arrays: each process fills only the shards on its own devices."""
+  import jax
+  from jax.sharding import NamedSharding
+
+  specs = param_specs(layout)
+
+  def shard_of(value: np.ndarray) -> Callable[[Any], np.ndarray]:
+    return lambda index: value[index]
+
+  return {
+    k: jax.make_array_from_callback(v.shape, NamedSharding(mesh, specs[k]), shard_of(v))
+    for k, v in host.items()
+  }
+
+
+def local_rows(mesh: Any, batch: int = GLOBAL_BATCH) -> slice:
+  """The rows of the global batch this process feeds (its devices' ``'data'`` shards)."""
+  import jax
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  index = NamedSharding(mesh, P('data')).addressable_devices_indices_map((batch,))
+  rows = [s[0] for s in index.values() if s is not None]
+  spans = sorted({(r.start or 0, batch if r.stop is None else r.stop) for r in rows})
+  if any(later[0] != earlier[1] for earlier, later in zip(spans, spans[1:])):
+    raise ValueError(f'process {jax.process_index()} does not own contiguous rows of the batch')
+  return slice(spans[0][0], spans[-1][1])
+
+
+def place_batch(step: int, mesh: Any, seed: int = 0) -> tuple[Any, Any]:
+  """This process's rows of the step's batch, assembled into one global array per input."""
+  import jax
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  rows = local_rows(mesh)
+  sharding = NamedSharding(mesh, P('data', None))
+  return tuple(  # type: ignore[return-value]
+    jax.make_array_from_process_local_data(sharding, a[rows], a.shape)
+    for a in host_batch(step, seed)
+  )
+
+
+def loss_fn(params: dict[str, Any], x: Any, y: Any) -> Any:
+  import jax.numpy as jnp
+
+  h = jnp.tanh(x @ params['w1'] + params['b1'])
+  return jnp.mean((h @ params['w2'] + params['b2'] - y) ** 2)
+
+
+def make_optimizer(state: str = 'float32') -> Any:
+  """Centered RMSprop with momentum; ``state='8bit'`` stores its three buffers as 8-bit codes."""
+  import rmsprop_optax
+
+  if state not in ('float32', '8bit'):
+    raise ValueError(f"make_optimizer: `state` must be 'float32' or '8bit', got {state!r}")
+  # Blocks of 128 along the last axis: one block never spans two shards of w1
+  # (1024 columns over 8 devices).
+  spec = rmsprop_optax.quantized(8, block_size=128) if state == '8bit' else None
+  return rmsprop_optax.rmsprop(
+    LEARNING_RATE, decay=0.95, momentum=0.9, centered=True, accumulator_dtype=spec
+  )
+
+
+def state_target(opt: Any, abstract_params: Any) -> Any:
+  """What a checkpoint restores into: ``jax.eval_shape(opt.init, params)`` with shardings.
+
+  The shardings are the ones ``jax.jit(opt.init)`` gives on the params' mesh
+  (state sharded like the params), read from the compiled program without
+  allocating anything.
+  """
+  import jax
+
+  shapes = jax.eval_shape(opt.init, abstract_params)
+  shardings = jax.jit(opt.init).lower(abstract_params).compile().output_shardings
+  return jax.tree.map(
+    lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+  )
+
+
+def abstract_params(mesh: Any, layout: str = 'fsdp') -> dict[str, Any]:
+  """The params as shapes, dtypes and shardings on ``mesh`` (nothing allocated)."""
+  import jax
+  from jax.sharding import NamedSharding
+
+  specs = param_specs(layout)
+  return {
+    k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=NamedSharding(mesh, specs[k]))
+    for k, v in host_params().items()
+  }
+
+
+def make_step(opt: Any) -> Callable[..., Any]:
+  """One data-parallel step; the compiler all-reduces the gradients over ``'data'``."""
+  import jax
+  import optax
+
+  @jax.jit
+  def step(params: Any, state: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state, loss
+
+  if jax.default_backend() != 'cpu':
+    return step
+
+  def step_and_wait(params: Any, state: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
+    # XLA:CPU with several devices per process (jax 0.10.2, gloo): when one
+    # step's cross-process collectives overlap the next step's, the processes
+    # can hang (seen here in 3 of 3 runs of 200 steps; 0 of 3 runs of 300
+    # steps once each step was waited for). GPUs and TPUs keep the overlap.
+    return jax.block_until_ready(step(params, state, x, y))
+
+  return step_and_wait
+
+
+def local_bytes(tree: Any) -> tuple[int, int]:
+  """(bytes of distinct shards on this process, bytes of the global arrays) over ``tree``.
+
+  A shard replicated on several of this process's devices counts once.
+  """
+  import jax
+
+  here = total = 0
+  for leaf in jax.tree.leaves(tree):
+    total += leaf.size * leaf.dtype.itemsize
+    distinct = {repr(s.index): s.data for s in leaf.addressable_shards}
+    here += sum(d.size * d.dtype.itemsize for d in distinct.values())
+  return here, total
+
+
+def checkpoint_manager(directory: str, save_every: int) -> Any:
+  """Asynchronous orbax checkpoints every ``save_every`` steps, the last two kept."""
+  import orbax.checkpoint as ocp
+
+  return ocp.CheckpointManager(
+    os.path.abspath(directory),
+    options=ocp.CheckpointManagerOptions(
+      max_to_keep=2, save_interval_steps=save_every, enable_async_checkpointing=True
+    ),
+  )
+
+
+def train(
+  *,
+  steps: int,
+  checkpoint_dir: str,
+  save_every: int,
+  state: str = 'float32',
+  log_every: int = 50,
+  print_fn: Callable[[str], None] = print,
+) -> dict[str, Any]:
+  """Trains (resuming from the latest checkpoint in ``checkpoint_dir``); the last loss."""
+  import jax
+  import orbax.checkpoint as ocp
+
+  mesh = make_mesh()
+  opt = make_optimizer(state)
+  target = {'params': abstract_params(mesh)}
+  target['opt_state'] = state_target(opt, target['params'])
+  manager = checkpoint_manager(checkpoint_dir, save_every)
+  start = manager.latest_step()
+  me = f'process {jax.process_index()}/{jax.process_count()}'
+  if start is None:
+    params = place_params(host_params(), mesh)
+    opt_state = jax.jit(opt.init)(params)
+    start = 0
+    print_fn(f'{me}: fresh start on a {dict(mesh.shape)} mesh of {jax.device_count()} devices')
+  else:
+    restored = manager.restore(start, args=ocp.args.StandardRestore(target))
+    params, opt_state = restored['params'], restored['opt_state']
+    print_fn(f'{me}: resumed from the checkpoint of step {start}')
+  here, total = local_bytes(opt_state)
+  print_fn(f'{me}: holds {here / 1024:.0f} KiB of the {total / 1024:.0f} KiB optimizer state')
+  step = make_step(opt)
+  loss = float('nan')
+  for i in range(start, steps):
+    params, opt_state, loss_array = step(params, opt_state, *place_batch(i, mesh))
+    if manager.save(i + 1, args=ocp.args.StandardSave({'params': params, 'opt_state': opt_state})):
+      print_fn(f'{me}: step {i + 1}: checkpoint started (written in the background)')
+    if (i + 1) % log_every == 0 or i + 1 == steps:
+      loss = float(loss_array)
+      print_fn(f'{me}: step {i + 1:>4}/{steps}  loss {loss:.5f}')
+  manager.wait_until_finished()
+  manager.close()
+  return {'final_loss': loss, 'start_step': start}
+
+
+# --- command line -------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+    prog='python -m rmsprop_optax.demos.multihost',
+    description=(
+      'Data-parallel training over several processes with the RMSprop state sharded like the '
+      'params, and asynchronous orbax checkpoints. Without --process-id it starts --processes '
+      'processes on this machine itself; with --coordinator, --num-processes and --process-id '
+      'it is one process of a multi-host job (start one per host).'
+    ),
+  )
+  parser.add_argument('--processes', type=int, default=2, help='processes to start here (2)')
+  parser.add_argument(
+    '--devices-per-process', type=int, default=4, help='virtual CPU devices each (4)'
+  )
+  parser.add_argument('--steps', type=int, default=300, help='training steps (300)')
+  parser.add_argument('--save-every', type=int, default=100, help='checkpoint interval (100)')
+  parser.add_argument(
+    '--checkpoint-dir',
+    default=None,
+    help='checkpoint folder; an existing one is resumed (default: a new temporary folder)',
+  )
+  parser.add_argument(
+    '--state', choices=('float32', '8bit'), default='float32', help='optimizer state storage'
+  )
+  parser.add_argument('--timeout', type=float, default=600, help='seconds before giving up (600)')
+  parser.add_argument('--coordinator', help='HOST:PORT of process 0 (one process of a job)')
+  parser.add_argument('--num-processes', type=int, help='processes in the job')
+  parser.add_argument('--process-id', type=int, help="this process's index, 0 to N-1")
+  return parser
+
+
+def _echo(process_id: int, line: str) -> None:
+  if not line.startswith('[Gloo]'):  # gloo's connection notices, one per collective group
+    print(f'[p{process_id}] {line}', flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _parser().parse_args(argv)
+  if args.process_id is not None:
+    if args.coordinator is None or args.num_processes is None:
+      _parser().error('--process-id needs --coordinator and --num-processes')
+    if args.checkpoint_dir is None:
+      _parser().error('a process of a job needs --checkpoint-dir (the same on every host)')
+    initialize(args.coordinator, args.num_processes, args.process_id)
+    train(
+      steps=args.steps,
+      checkpoint_dir=args.checkpoint_dir,
+      save_every=args.save_every,
+      state=args.state,
+    )
+    return 0
+  directory = args.checkpoint_dir or tempfile.mkdtemp(prefix='rmsprop_optax_multihost_')
+  print(f'checkpoints in {directory}', flush=True)
+  command = [
+    sys.executable, '-m', 'rmsprop_optax.demos.multihost',
+    '--steps', str(args.steps), '--save-every', str(args.save_every),
+    '--checkpoint-dir', directory, '--state', args.state,
+  ]  # fmt: skip
+  launch(
+    command,
+    args.processes,
+    devices_per_process=args.devices_per_process,
+    timeout=args.timeout,
+    echo=_echo,
+  )
+  print(f'all {args.processes} processes finished; run again to resume from {directory}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
