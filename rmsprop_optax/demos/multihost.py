@@ -430,7 +430,10 @@ def local_bytes(tree: Any) -> tuple[int, int]:
 
 
 def checkpoint_manager(directory: str, save_every: int) -> Any:
-  """Asynchronous orbax checkpoints every ``save_every`` steps, the last two kept."""
+  """Asynchronous orbax checkpoints every ``save_every`` steps, the last two kept.
+
+  Orbax's interval policy also saves the first step it is given (step 1 here).
+  """
   import orbax.checkpoint as ocp
 
   return ocp.CheckpointManager(
