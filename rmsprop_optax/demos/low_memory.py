@@ -6,7 +6,11 @@ state stored as float32, as ``quantized(8)`` and as ``quantized(4)``
 (:func:`rmsprop_optax.quantized`: blockwise codes with one float32 scale per
 block, after Dettmers et al., "8-bit Optimizers via Block-wise Quantization",
 ICLR 2022, arXiv:2110.02861), for several random seeds (the seed sets the
-initialisation and the data order; the three specs share them).
+initialisation and the data order; the three specs share them). ``nu`` is
+stored with the library's default map for it, which has no code for 0 (Li,
+Chen and Zhu, "Memory Efficient Optimizers with 4-bit States", NeurIPS 2023,
+arXiv:2309.01507: a small ``nu`` stored as 0 makes its next step up to
+``1 / sqrt(1 - decay)`` times too large).
 
 Every leaf with a shape is quantized here (``min_size=0``, ``MIN_SIZE``): the
 models are small, and the library's default (float32 state below 4,096
