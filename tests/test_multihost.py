@@ -49,6 +49,10 @@ from _harness import bits, max_rel_error
 
 from rmsprop_optax.demos import multihost
 
+# One xdist worker runs this file (pyproject's --dist loadgroup): the 2-process
+# training that several tests compare against then runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group('multihost')
+
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / '_multihost_worker.py'
 # A whole job (start, compile, run) takes 3-15 s on an idle 2-core machine.
