@@ -49,10 +49,6 @@ from _harness import bits, max_rel_error
 
 from rmsprop_optax.demos import multihost
 
-# One xdist worker runs this file (pyproject's --dist loadgroup): the 2-process
-# training that several tests compare against then runs once, not once per worker.
-pytestmark = pytest.mark.xdist_group('multihost')
-
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / '_multihost_worker.py'
 # A whole job (start, compile, run) takes 3-15 s on an idle 2-core machine.
@@ -87,9 +83,15 @@ def _launch(mode: str, processes: int, devices: int, *args: str, **kwargs: Any) 
 
 
 def _result(finished: list[multihost.Finished]) -> dict[str, Any]:
+  """Process 0's ``RESULT`` line, once every process has exited cleanly."""
+  outputs = '\n'.join(
+    f'--- process {f.process_id} (exit {f.returncode}) ---\n'
+    + '\n'.join([ln for ln in f.lines if not ln.startswith('[Gloo]')][-40:])
+    for f in finished
+  )
+  assert all(f.returncode == 0 for f in finished), outputs
   lines = [ln for ln in finished[0].lines if ln.startswith('RESULT ')]
-  assert len(lines) == 1, finished[0].output[-3000:]
-  assert all(f.returncode == 0 for f in finished), [f.returncode for f in finished]
+  assert len(lines) == 1, outputs
   return json.loads(lines[0][len('RESULT ') :])
 
 
