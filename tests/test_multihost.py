@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,18 +69,38 @@ CRASH_AT = 20
 
 
 def _launch(mode: str, processes: int, devices: int, *args: str, **kwargs: Any) -> Any:
+  """Runs the job; a job that fails (``LaunchError``) is run once more before the test fails.
+
+  One job in about 25 failed once here, with two other CPU-heavy jobs sharing
+  the 2 cores, and never again in 24 runs under load; the retry keeps such a
+  start-up failure of the localhost cluster from failing CI, and prints the
+  first attempt's output (shown with the test's output if it fails anyway).
+  ``crash`` kills its own job, so it is never retried.
+  """
   env = dict(os.environ)
   env['PYTHONPATH'] = os.pathsep.join(
     [str(TESTS.parent), str(TESTS)] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
   )
-  return multihost.launch(
-    [sys.executable, str(WORKER), mode, '--steps', str(STEPS), '--save-at', str(SAVE_AT), *args],
-    processes,
-    devices_per_process=devices,
-    timeout=TIMEOUT_S,
-    env=env,
-    **kwargs,
-  )
+  command = [
+    sys.executable, str(WORKER), mode, '--steps', str(STEPS), '--save-at', str(SAVE_AT), *args
+  ]  # fmt: skip
+
+  def run() -> Any:
+    return multihost.launch(
+      command, processes, devices_per_process=devices, timeout=TIMEOUT_S, env=env, **kwargs
+    )
+
+  if mode == 'crash':
+    return run()
+  try:
+    return run()
+  except multihost.LaunchError as first:
+    print(f'first attempt of {mode} on {processes} x {devices} failed, retrying:\n{first}')
+    if mode == 'train':  # start again from an empty checkpoint folder
+      directory = Path(args[args.index('--dir') + 1])
+      shutil.rmtree(directory)
+      directory.mkdir()
+    return run()
 
 
 def _result(finished: list[multihost.Finished]) -> dict[str, Any]:
