@@ -22,7 +22,7 @@ CONFIGS = list(bench.CONFIGS)
 FLOAT_CONFIGS = [c for c in CONFIGS if c not in bench.QUANTIZED]
 QUANTIZED_CONFIGS = list(bench.QUANTIZED)
 # Quantized state against optax after 3 steps: max |p_ours - p_optax| over the
-# largest param change (the stored moments are rounded; 4 bits keep three decades).
+# largest param change (the stored moments are rounded; 4-bit codes span only a few decades).
 QUANTIZED_UPDATE_RTOL = {'q8': 0.05, 'q4': 0.5}
 
 
