@@ -21,7 +21,7 @@ Modes:
   topology, against ``jax.eval_shape(opt.init, params)`` with this mesh's
   shardings, writes what it restored and where training from it ends.
 - ``crash``: as ``train``, then starts an asynchronous save at ``--crash-at``
-  and prints ``ASYNC SAVE STARTED``; the test SIGKILLs the process then.
+  whose commit waits (``COMMIT WAITING``); the test SIGKILLs the process then.
 
 The functions above ``main`` also run in the test process (one device) for the
 single-process reference.
@@ -30,6 +30,7 @@ single-process reference.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -114,9 +115,9 @@ def case_sharding(args: argparse.Namespace) -> dict[str, Any]:
       state = jax.jit(opt.init)(params)
       target = multihost.state_target(opt, multihost.abstract_params(mesh, layout))
       n = 0
-      for (path, leaf), want in zip(
-        jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(target)
-      ):
+      leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+      assert len(leaves) == len(jax.tree.leaves(target)), name
+      for (path, leaf), want in zip(leaves, jax.tree.leaves(target)):
         where = f'{name} ({layout}) {jax.tree_util.keystr(path)}'
         keys = [getattr(k, 'key', None) for k in path]
         owner = next((k for k in keys if k in specs), None)
@@ -182,6 +183,7 @@ def case_restore(args: argparse.Namespace) -> dict[str, Any]:
     opt = multihost.make_optimizer(state)
     target = _target(opt, mesh, args.layout)
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    assert jax.tree.structure(restored) == jax.tree.structure(target)
     for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(target)):
       assert got.sharding.is_equivalent_to(want.sharding, got.ndim), (got.sharding, want.sharding)
     _write(os.path.join(args.out, f'{state}_restored.npz'), flatten(restored))
@@ -205,6 +207,27 @@ def case_restore(args: argparse.Namespace) -> dict[str, Any]:
   return out
 
 
+def commit_waits_at(stop_at: int) -> type:
+  """A temporary-path class for orbax whose commit of step ``stop_at`` never comes.
+
+  Orbax writes a checkpoint into a temporary folder and commits it by renaming
+  (``AtomicRenameTemporaryPath.finalize``, on process 0 once every process has
+  written). For step ``stop_at`` this prints ``COMMIT WAITING <step>`` and waits
+  instead, so a kill on that line always lands mid-save, after the writes and
+  before the commit, however fast or loaded the machine is.
+  """
+  from orbax.checkpoint._src.path import atomicity
+
+  class CommitWaits(atomicity.AtomicRenameTemporaryPath):
+    async def finalize(self, *args: Any, **kwargs: Any) -> None:
+      if self._final_path.name == str(stop_at):
+        print(f'COMMIT WAITING {stop_at}', flush=True)
+        await asyncio.sleep(600)  # the test kills this process
+      await super().finalize(*args, **kwargs)
+
+  return CommitWaits
+
+
 def case_crash(args: argparse.Namespace) -> dict[str, Any]:
   import orbax.checkpoint as ocp
 
@@ -212,7 +235,10 @@ def case_crash(args: argparse.Namespace) -> dict[str, Any]:
   state = STATES[0]
   manager = ocp.CheckpointManager(
     os.path.join(args.dir, state),
-    options=ocp.CheckpointManagerOptions(enable_async_checkpointing=True),
+    options=ocp.CheckpointManagerOptions(
+      enable_async_checkpointing=True,
+      temporary_path_class=commit_waits_at(args.crash_at),
+    ),
   )
   params, opt_state, _ = trajectory(state, mesh, args.layout, 0, args.save_at)
   manager.save(args.save_at, args=ocp.args.StandardSave({'params': params, 'opt_state': opt_state}))

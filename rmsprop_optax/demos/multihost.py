@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import os
 import queue
+import random
 import signal
 import socket
 import subprocess
@@ -49,7 +50,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import rmsprop_optax
 
 NAME = 'multihost'
 AXES = ('data', 'model')
@@ -58,13 +66,35 @@ SIZES = (32, 1024, 16)
 GLOBAL_BATCH = 256
 LEARNING_RATE = 1e-4
 
+Params = dict[str, jax.Array]
+
 
 # --- the launcher: starts N processes on localhost and watches them ---------
 
 
 def free_port() -> int:
-  """A TCP port on 127.0.0.1 that was free a moment ago (for the coordinator)."""
-  with socket.socket() as s:
+  """A TCP port on 127.0.0.1 for the coordinator, below the kernel's ephemeral range.
+
+  Gloo's connections (and every other outgoing connection) take ephemeral
+  ports, so one of them cannot grab the coordinator's port between this check
+  and the coordinator's bind, as it could grab a port the kernel handed out.
+  """
+  low = 32768
+  try:
+    with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+      low = int(f.read().split()[0])
+  except (OSError, ValueError, IndexError):
+    pass
+  rng = random.Random()
+  for _ in range(200):
+    port = rng.randrange(10000, max(low, 10001))
+    with socket.socket() as s:
+      try:
+        s.bind(('127.0.0.1', port))
+      except OSError:
+        continue
+      return port
+  with socket.socket() as s:  # everything below the range is taken: any free port
     s.bind(('127.0.0.1', 0))
     return int(s.getsockname()[1])
 
@@ -79,19 +109,25 @@ class Finished:
 
   @property
   def output(self) -> str:
+    """Its output, one string."""
     return '\n'.join(self.lines)
+
+
+def outputs(finished: Sequence[Finished], last: int = 60) -> str:
+  """The last ``last`` lines of each process (gloo's connection notices left out)."""
+  return '\n'.join(
+    f'--- process {f.process_id} (exit {f.returncode}) ---\n'
+    + '\n'.join([ln for ln in f.lines if not ln.startswith('[Gloo]')][-last:])
+    for f in finished
+  )
 
 
 class LaunchError(RuntimeError):
   """A launched process failed or the group ran past its timeout; carries every output."""
 
   def __init__(self, message: str, finished: list[Finished]):
-    tails = '\n'.join(
-      f'--- process {f.process_id} (exit {f.returncode}) ---\n'
-      + '\n'.join([ln for ln in f.lines if not ln.startswith('[Gloo]')][-60:])
-      for f in finished
-    )
-    super().__init__(f'{message}\n{tails}')
+    super().__init__(f'{message}\n{outputs(finished)}')
+    self.message = message
     self.finished = finished
 
 
@@ -108,14 +144,16 @@ def launch(
 ) -> list[Finished]:
   """Runs ``command + ['--coordinator', ..., '--num-processes', N, '--process-id', i]`` N times.
 
-  Every process gets ``devices_per_process`` virtual CPU devices
-  (``JAX_NUM_CPU_DEVICES``) and one coordinator address on 127.0.0.1. Output
-  lines arrive as they are printed (``echo(i, line)``; ``on_line(i, line,
-  processes)`` may act on them, e.g. kill a process). When one process exits
-  with an error, the others are killed (a peer waiting in a collective for a
-  dead process would otherwise wait for ever), and so is the whole group when
-  ``timeout`` seconds pass. ``check=True`` raises :class:`LaunchError` then;
-  ``check=False`` returns what happened.
+  A localhost cluster on CPU, for trying and testing multi-process code on one
+  machine: every process gets ``devices_per_process`` virtual CPU devices
+  (``JAX_PLATFORMS=cpu``, ``JAX_NUM_CPU_DEVICES``) and one coordinator address
+  on 127.0.0.1. Output lines arrive as they are printed (``echo(i, line)``;
+  ``on_line(i, line, processes)`` may act on them, e.g. kill a process). When
+  one process exits with an error, the others are killed (a peer waiting in a
+  collective for a dead process would otherwise wait for ever), and so is the
+  whole group when ``timeout`` seconds pass or the launcher is interrupted.
+  ``check=True`` raises :class:`LaunchError` then; ``check=False`` returns
+  what happened.
   """
   if num_processes < 1:
     raise ValueError(f'launch: `num_processes` must be >= 1, got {num_processes}')
@@ -128,25 +166,6 @@ def launch(
   # The XLA flag would override JAX_NUM_CPU_DEVICES in the children.
   flags = [f for f in child_env.get('XLA_FLAGS', '').split() if 'device_count' not in f]
   child_env['XLA_FLAGS'] = ' '.join(flags)
-  processes = [
-    subprocess.Popen(
-      [
-        *command,
-        '--coordinator',
-        address,
-        '--num-processes',
-        str(num_processes),
-        '--process-id',
-        str(i),
-      ],
-      env=child_env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-      start_new_session=True,  # its own process group: killing it kills its children
-    )
-    for i in range(num_processes)
-  ]
   lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
 
   def pump(i: int, stream: Any) -> None:
@@ -154,16 +173,27 @@ def launch(
       lines.put((i, line.rstrip('\n')))
     lines.put((i, None))
 
-  pumps = [
-    threading.Thread(target=pump, args=(i, p.stdout), daemon=True) for i, p in enumerate(processes)
-  ]
-  for t in pumps:
-    t.start()
+  processes: list[subprocess.Popen[str]] = []
+  pumps: list[threading.Thread] = []
   finished = [Finished(i, 0) for i in range(num_processes)]
-  open_streams = num_processes
-  deadline = time.monotonic() + timeout
   failure = ''
   try:
+    for i in range(num_processes):
+      args = ['--coordinator', address, '--num-processes', str(num_processes)]
+      processes.append(
+        subprocess.Popen(
+          [*command, *args, '--process-id', str(i)],
+          env=child_env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+          start_new_session=True,  # its own process group: killing it kills its children
+        )
+      )
+      pumps.append(threading.Thread(target=pump, args=(i, processes[-1].stdout), daemon=True))
+      pumps[-1].start()
+    open_streams = num_processes
+    deadline = time.monotonic() + timeout
     while open_streams:
       try:
         i, line = lines.get(timeout=0.1)
@@ -185,16 +215,18 @@ def launch(
           _kill_all(processes, grace=5.0)
       if time.monotonic() > deadline:
         failure = failure or f'the processes ran past the {timeout:.0f} s timeout'
-        _kill_all(processes, grace=0.0)
         break
+  except BaseException:  # Ctrl-C, a failed start, an error in a callback: no survivors
+    failure = failure or 'interrupted'
+    raise
   finally:
     _kill_all(processes, grace=0.0 if failure else 30.0)
+    for t, p in zip(pumps, processes):
+      t.join(timeout=5.0)
+      if p.stdout is not None:
+        p.stdout.close()
   for i, p in enumerate(processes):
-    finished[i].returncode = p.wait()
-  for t, p in zip(pumps, processes):
-    t.join(timeout=5.0)
-    if p.stdout is not None:
-      p.stdout.close()
+    finished[i].returncode = p.returncode
   while not lines.empty():  # what was printed after the loop stopped reading
     i, line = lines.get()
     if line is not None:
@@ -226,38 +258,42 @@ def _kill_all(processes: list[subprocess.Popen[str]], grace: float) -> None:
 
 def initialize(coordinator: str, num_processes: int, process_id: int) -> None:
   """``jax.distributed.initialize`` (a no-op for one process)."""
-  import jax
-
   if num_processes > 1:
     jax.distributed.initialize(
       coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
     )
 
 
-def make_mesh(shape: tuple[int, int] | None = None) -> Any:
-  """A ``('data', 'model')`` mesh over the devices of every process.
+def make_mesh(shape: tuple[int, int] | None = None, devices: Sequence[Any] | None = None) -> Mesh:
+  """A ``('data', 'model')`` mesh over ``devices`` (default: every device of every process).
 
   Devices are ordered by process, so with the default shape ``(processes,
   devices per process)`` each row of the mesh is one process: the ``'data'``
   axis crosses hosts and the ``'model'`` axis stays inside one. A smaller
-  shape takes the first devices in that order (in one process: a mesh on
-  some of its devices).
+  shape takes the first devices in that order, which only makes sense in one
+  process: every process must have devices in the mesh.
   """
-  import jax
-  from jax.sharding import Mesh
-
-  devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  devices = sorted(
+    jax.devices() if devices is None else devices, key=lambda d: (d.process_index, d.id)
+  )
   if shape is None:
     shape = (jax.process_count(), jax.local_device_count())
   if shape[0] < 1 or shape[1] < 1 or shape[0] * shape[1] > len(devices):
     raise ValueError(f'mesh shape {shape} does not fit the {len(devices)} devices')
-  return Mesh(np.array(devices[: shape[0] * shape[1]]).reshape(shape), AXES)
+  chosen = devices[: shape[0] * shape[1]]
+  missing = set(range(jax.process_count())) - {d.process_index for d in chosen}
+  if missing:
+    raise ValueError(
+      f'mesh shape {shape} leaves processes {sorted(missing)} without a device; every process '
+      'of a job must take part in the mesh'
+    )
+  return Mesh(np.array(chosen).reshape(shape), AXES)
 
 
 LAYOUTS = ('fsdp', 'dm')
 
 
-def param_specs(layout: str = 'fsdp') -> dict[str, Any]:
+def param_specs(layout: str = 'fsdp') -> dict[str, P]:
   """Where each parameter lives.
 
   ``'fsdp'`` (fully sharded): the hidden layer is split over every device of
@@ -266,8 +302,6 @@ def param_specs(layout: str = 'fsdp') -> dict[str, Any]:
   (data x model, Megatron-style): split over ``'model'`` only, a full copy on
   each ``'data'`` row.
   """
-  from jax.sharding import PartitionSpec as P
-
   if layout == 'fsdp':
     return {'w1': P(None, AXES), 'b1': P(AXES), 'w2': P(AXES, None), 'b2': P()}
   if layout == 'dm':
@@ -297,11 +331,8 @@ def host_batch(step: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
   return x.astype(np.float32), y.astype(np.float32)
 
 
-def place_params(host: dict[str, np.ndarray], mesh: Any, layout: str = 'fsdp') -> dict[str, Any]:
+def place_params(host: dict[str, np.ndarray], mesh: Mesh, layout: str = 'fsdp') -> Params:
   """Global arrays: each process fills only the shards on its own devices."""
-  import jax
-  from jax.sharding import NamedSharding
-
   specs = param_specs(layout)
 
   def shard_of(value: np.ndarray) -> Callable[[Any], np.ndarray]:
@@ -313,64 +344,55 @@ def place_params(host: dict[str, np.ndarray], mesh: Any, layout: str = 'fsdp') -
   }
 
 
-def local_rows(mesh: Any, batch: int = GLOBAL_BATCH) -> slice:
+def local_rows(mesh: Mesh, batch: int = GLOBAL_BATCH) -> slice:
   """The rows of the global batch this process feeds (its devices' ``'data'`` shards)."""
-  import jax
-  from jax.sharding import NamedSharding
-  from jax.sharding import PartitionSpec as P
-
   index = NamedSharding(mesh, P('data')).addressable_devices_indices_map((batch,))
   rows = [s[0] for s in index.values() if s is not None]
   spans = sorted({(r.start or 0, batch if r.stop is None else r.stop) for r in rows})
-  if any(later[0] != earlier[1] for earlier, later in zip(spans, spans[1:])):
+  if not spans or any(later[0] != earlier[1] for earlier, later in zip(spans, spans[1:])):
     raise ValueError(f'process {jax.process_index()} does not own contiguous rows of the batch')
   return slice(spans[0][0], spans[-1][1])
 
 
-def place_batch(step: int, mesh: Any, seed: int = 0) -> tuple[Any, Any]:
+def place_batch(step: int, mesh: Mesh, seed: int = 0) -> tuple[jax.Array, jax.Array]:
   """This process's rows of the step's batch, assembled into one global array per input."""
-  import jax
-  from jax.sharding import NamedSharding
-  from jax.sharding import PartitionSpec as P
-
   rows = local_rows(mesh)
   sharding = NamedSharding(mesh, P('data', None))
-  return tuple(  # type: ignore[return-value]
-    jax.make_array_from_process_local_data(sharding, a[rows], a.shape)
-    for a in host_batch(step, seed)
+  x, y = host_batch(step, seed)
+  return (
+    jax.make_array_from_process_local_data(sharding, x[rows], x.shape),
+    jax.make_array_from_process_local_data(sharding, y[rows], y.shape),
   )
 
 
-def loss_fn(params: dict[str, Any], x: Any, y: Any) -> Any:
-  import jax.numpy as jnp
-
+def loss_fn(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
+  """Mean squared error of a one-hidden-layer tanh MLP."""
   h = jnp.tanh(x @ params['w1'] + params['b1'])
   return jnp.mean((h @ params['w2'] + params['b2'] - y) ** 2)
 
 
-def make_optimizer(state: str = 'float32') -> Any:
+def make_optimizer(state: str = 'float32') -> optax.GradientTransformation:
   """Centered RMSprop with momentum; ``state='8bit'`` stores its three buffers as 8-bit codes."""
-  import rmsprop_optax
-
   if state not in ('float32', '8bit'):
     raise ValueError(f"make_optimizer: `state` must be 'float32' or '8bit', got {state!r}")
-  # Blocks of 128 along the last axis: one block never spans two shards of w1
-  # (1024 columns over 8 devices).
+  # Blocks of 128 along the last axis. Fixed, not derived from the device
+  # count, so a checkpoint has the same shapes on every topology. On up to 8
+  # devices no block spans two shards of w1 (1024 columns) and the scales
+  # shard like the params; on more, a block spans shards and its scale is
+  # placed as the compiler decides.
   spec = rmsprop_optax.quantized(8, block_size=128) if state == '8bit' else None
   return rmsprop_optax.rmsprop(
     LEARNING_RATE, decay=0.95, momentum=0.9, centered=True, accumulator_dtype=spec
   )
 
 
-def state_target(opt: Any, abstract_params: Any) -> Any:
+def state_target(opt: optax.GradientTransformation, abstract_params: Any) -> Any:
   """What a checkpoint restores into: ``jax.eval_shape(opt.init, params)`` with shardings.
 
   The shardings are the ones ``jax.jit(opt.init)`` gives on the params' mesh
   (state sharded like the params), read from the compiled program without
   allocating anything.
   """
-  import jax
-
   shapes = jax.eval_shape(opt.init, abstract_params)
   shardings = jax.jit(opt.init).lower(abstract_params).compile().output_shardings
   return jax.tree.map(
@@ -378,11 +400,8 @@ def state_target(opt: Any, abstract_params: Any) -> Any:
   )
 
 
-def abstract_params(mesh: Any, layout: str = 'fsdp') -> dict[str, Any]:
+def abstract_params(mesh: Mesh, layout: str = 'fsdp') -> dict[str, jax.ShapeDtypeStruct]:
   """The params as shapes, dtypes and shardings on ``mesh`` (nothing allocated)."""
-  import jax
-  from jax.sharding import NamedSharding
-
   specs = param_specs(layout)
   return {
     k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=NamedSharding(mesh, specs[k]))
@@ -390,25 +409,24 @@ def abstract_params(mesh: Any, layout: str = 'fsdp') -> dict[str, Any]:
   }
 
 
-def make_step(opt: Any) -> Callable[..., Any]:
+def make_step(opt: optax.GradientTransformation) -> Callable[..., Any]:
   """One data-parallel step; the compiler all-reduces the gradients over ``'data'``."""
-  import jax
-  import optax
 
   @jax.jit
-  def step(params: Any, state: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
+  def step(params: Params, state: Any, x: jax.Array, y: jax.Array) -> tuple[Params, Any, Any]:
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state, loss
 
-  if jax.default_backend() != 'cpu':
+  if jax.default_backend() != 'cpu' or jax.process_count() == 1:
     return step
 
-  def step_and_wait(params: Any, state: Any, x: Any, y: Any) -> tuple[Any, Any, Any]:
-    # XLA:CPU with several devices per process (jax 0.10.2, gloo): when one
-    # step's cross-process collectives overlap the next step's, the processes
-    # can hang (seen here in 3 of 3 runs of 200 steps; 0 of 3 runs of 300
-    # steps once each step was waited for). GPUs and TPUs keep the overlap.
+  def step_and_wait(params: Params, state: Any, x: jax.Array, y: jax.Array) -> Any:
+    # Several processes on XLA:CPU (jax 0.10.2, gloo) with several devices
+    # each: when one step's cross-process collectives overlapped the next
+    # step's, the processes hung here (3 of 3 runs within 200 steps; 0 of 3
+    # runs of 300 steps once each step was waited for). Not measured on
+    # GPUs or TPUs, where the step does not wait.
     return jax.block_until_ready(step(params, state, x, y))
 
   return step_and_wait
@@ -419,8 +437,6 @@ def local_bytes(tree: Any) -> tuple[int, int]:
 
   A shard replicated on several of this process's devices counts once.
   """
-  import jax
-
   here = total = 0
   for leaf in jax.tree.leaves(tree):
     total += leaf.size * leaf.dtype.itemsize
@@ -434,7 +450,7 @@ def checkpoint_manager(directory: str, save_every: int) -> Any:
 
   Orbax's interval policy also saves the first step it is given (step 1 here).
   """
-  import orbax.checkpoint as ocp
+  import orbax.checkpoint as ocp  # an optional dependency (the examples extra)
 
   return ocp.CheckpointManager(
     os.path.abspath(directory),
@@ -453,8 +469,11 @@ def train(
   log_every: int = 50,
   print_fn: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-  """Trains (resuming from the latest checkpoint in ``checkpoint_dir``); the last loss."""
-  import jax
+  """Trains to ``steps``, resuming from the latest checkpoint in ``checkpoint_dir``.
+
+  The last step is always checkpointed. Returns the last loss (NaN when the
+  checkpoint was already at ``steps``) and the step it started from.
+  """
   import orbax.checkpoint as ocp
 
   mesh = make_mesh()
@@ -473,13 +492,18 @@ def train(
     restored = manager.restore(start, args=ocp.args.StandardRestore(target))
     params, opt_state = restored['params'], restored['opt_state']
     print_fn(f'{me}: resumed from the checkpoint of step {start}')
+  if start >= steps:
+    print_fn(f'{me}: the checkpoint is at step {start}; nothing to do for --steps {steps}')
   here, total = local_bytes(opt_state)
   print_fn(f'{me}: holds {here / 1024:.0f} KiB of the {total / 1024:.0f} KiB optimizer state')
   step = make_step(opt)
   loss = float('nan')
+  saved = True
   for i in range(start, steps):
     params, opt_state, loss_array = step(params, opt_state, *place_batch(i, mesh))
-    if manager.save(i + 1, args=ocp.args.StandardSave({'params': params, 'opt_state': opt_state})):
+    item = {'params': params, 'opt_state': opt_state}
+    saved = manager.save(i + 1, args=ocp.args.StandardSave(item), force=i + 1 == steps)
+    if saved:
       print_fn(f'{me}: step {i + 1}: checkpoint started (written in the background)')
     if (i + 1) % log_every == 0 or i + 1 == steps:
       loss = float(loss_array)
@@ -524,11 +548,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _echo(process_id: int, line: str) -> None:
+  """Prints a process's line with its ``[pN]`` prefix."""
   if not line.startswith('[Gloo]'):  # gloo's connection notices, one per collective group
     print(f'[p{process_id}] {line}', flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """The launcher (no ``--process-id``) or one process of a job."""
   args = _parser().parse_args(argv)
   if args.process_id is not None:
     if args.coordinator is None or args.num_processes is None:
@@ -557,7 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     timeout=args.timeout,
     echo=_echo,
   )
-  print(f'all {args.processes} processes finished; run again to resume from {directory}')
+  print(
+    f'all {args.processes} processes finished; to resume, run again with --checkpoint-dir {directory}'
+  )
   return 0
 
 
