@@ -58,58 +58,43 @@ class SweepResult(NamedTuple):
   metrics: dict[str, jax.Array]
 
 
+class _Problem(NamedTuple):
+  """The callables of a sweep: one static (hashed) argument of the compiled program."""
+
+  optimizer: Callable[..., optax.GradientTransformation]
+  loss_fn: Callable[[Any, Any], jax.Array]
+  init_fn: Callable[[jax.Array], Any]
+  eval_fn: Callable[[Any], Mapping[str, jax.Array]] | None
+  batches_fn: Callable[[jax.Array], Any] | None
+
+
 def _one_run(
-  learning_rate: jax.Array,
-  seed: jax.Array,
-  batches: Any,
-  *,
-  optimizer: Callable[..., optax.GradientTransformation],
-  loss_fn: Callable[[Any, Any], jax.Array],
-  init_fn: Callable[[jax.Array], Any],
-  eval_fn: Callable[[Any], Mapping[str, jax.Array]] | None,
-  batches_fn: Callable[[jax.Array], Any] | None,
+  learning_rate: jax.Array, seed: jax.Array, batches: Any, problem: _Problem
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """One training run: ``init_fn``, ``lax.scan`` of the steps, ``eval_fn``."""
   init_key, data_key = jax.random.split(jax.random.key(seed))
-  params = init_fn(init_key)
-  if batches_fn is not None:
-    batches = batches_fn(data_key)
-  opt = optimizer(learning_rate=learning_rate)
+  params = problem.init_fn(init_key)
+  if problem.batches_fn is not None:
+    batches = problem.batches_fn(data_key)
+  opt = problem.optimizer(learning_rate=learning_rate)
   opt_state = opt.init(params)
 
   def step(carry: Any, batch: Any) -> tuple[Any, jax.Array]:
     params, opt_state = carry
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    loss, grads = jax.value_and_grad(problem.loss_fn)(params, batch)
     updates, opt_state = opt.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), loss
 
   (params, _), losses = jax.lax.scan(step, (params, opt_state), batches)
-  metrics = {} if eval_fn is None else dict(eval_fn(params))
+  metrics = {} if problem.eval_fn is None else dict(problem.eval_fn(params))
   return losses, metrics
 
 
-@functools.partial(
-  jax.jit, static_argnames=('optimizer', 'loss_fn', 'init_fn', 'eval_fn', 'batches_fn')
-)
+@functools.partial(jax.jit, static_argnames=('problem',))
 def _sweep(
-  learning_rates: jax.Array,
-  seeds: jax.Array,
-  batches: Any,
-  *,
-  optimizer: Callable[..., optax.GradientTransformation],
-  loss_fn: Callable[[Any, Any], jax.Array],
-  init_fn: Callable[[jax.Array], Any],
-  eval_fn: Callable[[Any], Mapping[str, jax.Array]] | None,
-  batches_fn: Callable[[jax.Array], Any] | None,
+  learning_rates: jax.Array, seeds: jax.Array, batches: Any, problem: _Problem
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  run = functools.partial(
-    _one_run,
-    optimizer=optimizer,
-    loss_fn=loss_fn,
-    init_fn=init_fn,
-    eval_fn=eval_fn,
-    batches_fn=batches_fn,
-  )
+  run = functools.partial(_one_run, problem=problem)
   over_seeds = jax.vmap(run, in_axes=(None, 0, None))  # init once per seed
   return jax.vmap(over_seeds, in_axes=(0, None, None))(learning_rates, seeds, batches)
 
@@ -159,16 +144,8 @@ def lr_sweep(
       f'learning_rates and seeds must be non-empty 1-D, got shapes {lrs.shape}, {seed_array.shape}'
     )
   batches_fn = batches if callable(batches) else None
-  losses, metrics = _sweep(
-    lrs,
-    seed_array,
-    None if callable(batches) else batches,
-    optimizer=optimizer,
-    loss_fn=loss_fn,
-    init_fn=init_fn,
-    eval_fn=eval_fn,
-    batches_fn=batches_fn,
-  )
+  problem = _Problem(optimizer, loss_fn, init_fn, eval_fn, batches_fn)
+  losses, metrics = _sweep(lrs, seed_array, None if callable(batches) else batches, problem)
   return SweepResult(lrs, seed_array, losses, metrics)
 
 

@@ -58,6 +58,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import rmsprop_optax
+from rmsprop_optax.demos import data_parallel
 
 NAME = 'multihost'
 AXES = ('data', 'model')
@@ -411,13 +412,7 @@ def abstract_params(mesh: Mesh, layout: str = 'fsdp') -> dict[str, jax.ShapeDtyp
 
 def make_step(opt: optax.GradientTransformation) -> Callable[..., Any]:
   """One data-parallel step; the compiler all-reduces the gradients over ``'data'``."""
-
-  @jax.jit
-  def step(params: Params, state: Any, x: jax.Array, y: jax.Array) -> tuple[Params, Any, Any]:
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state, loss
-
+  step = data_parallel.jit_step(opt, loss_fn)
   if jax.default_backend() != 'cpu' or jax.process_count() == 1:
     return step
 
