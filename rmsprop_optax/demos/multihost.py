@@ -493,12 +493,10 @@ def train(
   print_fn(f'{me}: holds {here / 1024:.0f} KiB of the {total / 1024:.0f} KiB optimizer state')
   step = make_step(opt)
   loss = float('nan')
-  saved = True
   for i in range(start, steps):
     params, opt_state, loss_array = step(params, opt_state, *place_batch(i, mesh))
     item = {'params': params, 'opt_state': opt_state}
-    saved = manager.save(i + 1, args=ocp.args.StandardSave(item), force=i + 1 == steps)
-    if saved:
+    if manager.save(i + 1, args=ocp.args.StandardSave(item), force=i + 1 == steps):
       print_fn(f'{me}: step {i + 1}: checkpoint started (written in the background)')
     if (i + 1) % log_every == 0 or i + 1 == steps:
       loss = float(loss_array)
