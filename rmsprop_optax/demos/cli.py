@@ -34,7 +34,7 @@ DEMOS = {
   'sweep': 'rmsprop_optax.demos.sweep',
   'low_memory': 'rmsprop_optax.demos.low_memory',
 }
-# Run only when named: too long for `all` (the full learning-rate sweep takes ~30 minutes, the
+# Run only when named: too long for `all` (the full learning-rate sweep takes 10-30 minutes, the
 # low-memory comparison, 36 training runs, longer).
 NOT_IN_ALL = frozenset({'sweep', 'low_memory'})
 DEFAULT_OUT = 'rmsprop_optax_out'
