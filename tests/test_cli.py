@@ -187,6 +187,43 @@ def test_demo_runs_several_names_once_each(tmp_path, capsys, monkeypatch):
   assert calls == [n for n in cli.DEMOS if n not in cli.NOT_IN_ALL]
 
 
+def test_demo_seeds_reach_the_demos_that_compare_seeds(tmp_path, capsys, monkeypatch):
+  calls: list[tuple[str, int, int | None]] = []
+
+  def fake(name: str) -> types.SimpleNamespace:
+    def run(*, fast: bool, seed: int, progress: bool, num_seeds: int | None = None) -> dict:
+      calls.append((name, seed, num_seeds))
+      return _result(name)
+
+    return types.SimpleNamespace(run=run)
+
+  monkeypatch.setattr(cli, '_load', fake)
+  monkeypatch.setattr(cli.plotting, 'plot_result', lambda result, path: None)
+  out = str(tmp_path / 'out')
+  assert main(['demo', 'low_memory', 'sweep', '--seeds', '10', '--seed', '4', '--out', out]) == 0
+  assert calls == [('low_memory', 4, 10), ('sweep', 4, 10)]
+  assert 'Results (full mode, seeds 4-13, ' in capsys.readouterr().out
+  calls.clear()
+  assert main(['demo', 'low_memory', '--out', out]) == 0
+  assert calls == [('low_memory', 0, None)]  # the demo's own default
+
+
+@pytest.mark.parametrize(
+  ('args', 'message'),
+  [
+    (['digits', '--seeds', '3'], '--seeds applies to low_memory, sweep only, not digits'),
+    (['--seeds', '3'], '--seeds applies to low_memory, sweep only, not quadratic'),
+    (['low_memory', '--seeds', '0'], 'argument --seeds: must be at least 1, got 0'),
+    (['low_memory', '--seeds', 'ten'], "argument --seeds: not a whole number: 'ten'"),
+  ],
+)
+def test_demo_seeds_errors(capsys, args, message):
+  with pytest.raises(SystemExit) as exc:
+    main(['demo', *args])
+  assert exc.value.code == 2
+  assert message in capsys.readouterr().err
+
+
 def test_demo_unknown_name_lists_the_choices(capsys):
   with pytest.raises(SystemExit) as exc:
     main(['demo', 'digits', 'nope'])

@@ -29,10 +29,10 @@ def test_structure(result):
   labels = list(low_memory.SPECS)
   assert list(result['metrics']) == list(result['curves']) == labels
   for app, r in result['apps'].items():
-    assert r['seeds'] == list(low_memory.SEEDS_FAST)
+    assert r['seeds'] == list(range(low_memory.NUM_SEEDS_FAST))
     assert r['metric'] in low_memory.HIGHER_IS_BETTER
     for label in labels:
-      assert len(r['finals'][label]) == len(low_memory.SEEDS_FAST)
+      assert len(r['finals'][label]) == low_memory.NUM_SEEDS_FAST
       assert all(len(c) == len(r['curve_x']) for c in r['curves'][label])
       s = result['summary'][app][label]
       assert s['min'] <= s['mean'] <= s['max']
@@ -40,6 +40,58 @@ def test_structure(result):
     assert result['summary'][app]['float32 state']['state_ratio'] == 1.0
   table = cli.format_results([result])
   assert 'digits: test accuracy, mean (min-max, 1 seeds)' in table
+
+
+def test_num_seeds_runs_consecutive_seeds_from_seed(monkeypatch):
+  seen: dict[str, tuple[int, ...]] = {}
+
+  def fake_run_app(app, *, fast, seeds, progress):
+    seen[app] = tuple(seeds)
+    return {'seeds': list(seeds)}
+
+  monkeypatch.setattr(low_memory, 'run_app', fake_run_app)
+  monkeypatch.setattr(low_memory, 'assemble', lambda per_app, fast: per_app)
+  assert low_memory.run(fast=True, seed=5, num_seeds=4) == {
+    app: {'seeds': [5, 6, 7, 8]} for app in low_memory.FAST_APPS
+  }
+  low_memory.run(apps=('dqn',))
+  assert seen['dqn'] == tuple(range(low_memory.NUM_SEEDS_FULL))
+  with pytest.raises(ValueError, match='num_seeds must be at least 1, got 0'):
+    low_memory.run(fast=True, num_seeds=0)
+
+
+def test_paired_difference():
+  """Mean of the per-seed differences and its standard error, sd(ddof=1) / sqrt(n)."""
+  d = low_memory.paired_difference([3.0, 5.0, 10.0], [2.0, 3.0, 6.0])  # differences 1, 2, 4
+  assert d['mean'] == pytest.approx(7 / 3)
+  sd = math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+  assert d['se'] == pytest.approx(sd / math.sqrt(3))
+  one = low_memory.paired_difference([1.5], [1.0])
+  assert one['mean'] == 0.5 and math.isnan(one['se'])
+
+
+def test_verdicts_table_rows():
+  app_result = {
+    'finals': {
+      'float32 state': [1.0, 2.0, 3.0],
+      '8-bit state': [1.5, 2.0, 4.0],
+      '4-bit state': [9.0] * 3,
+    },
+    'state_bytes': {'float32 state': 400, '8-bit state': 100, '4-bit state': 50},
+    'seeds': [0, 1, 2],
+    'metric': 'test_rmse',
+    'curves': {label: [[1.0]] * 3 for label in low_memory.SPECS},
+    'curve_x': [0],
+    'curve_xlabel': 'step',
+  }
+  v = low_memory.verdicts(app_result)
+  assert v['8-bit state']['inside_float32_range'] and not v['4-bit state']['inside_float32_range']
+  assert v['8-bit state']['difference']['mean'] == pytest.approx(0.5)
+  assert v['4-bit state']['state_ratio'] == 0.125
+  metrics = low_memory.assemble({'matrix_factorization': app_result}, fast=False)['metrics']
+  row = 'matrix_factorization: minus float32, paired by seed, mean (SE)'
+  assert metrics['8-bit state'][row] == '+0.5 (SE 0.29)'  # differences 0.5, 0, 1
+  assert row not in metrics['float32 state']
 
 
 def test_8bit_state_learns(result):

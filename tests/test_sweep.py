@@ -208,3 +208,10 @@ def test_demo_fast(tmp_path):
   plt.close(fig)
   plotting.plot_result(result, tmp_path / 'sweep.png')
   assert (tmp_path / 'sweep.png').stat().st_size > 10_000
+
+
+def test_demo_refuses_no_seeds():
+  from rmsprop_optax.demos import sweep as lr_sensitivity
+
+  with pytest.raises(ValueError, match='num_seeds must be at least 1, got 0'):
+    lr_sensitivity.run(fast=True, num_seeds=0)

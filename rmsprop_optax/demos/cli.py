@@ -1,6 +1,7 @@
-"""``python -m rmsprop_optax demo [NAME ...|all] [--fast] [--out DIR] [--seed N]``.
+"""``python -m rmsprop_optax demo [NAME ...|all] [--fast] [--out DIR] [--seed N] [--seeds N]``.
 
-Runs the demos (each module's ``run(fast=, seed=, progress=True)``), prints a
+Runs the demos (each module's ``run(fast=, seed=, progress=True)``, with
+``num_seeds=`` for ``--seeds``, which only the demos that compare seeds take), prints a
 results table per demo (:func:`format_results`: demo, optimizer, metric,
 value, baseline), writes the same text to ``results.md`` and one
 learning-curve PNG per demo into the output folder.
@@ -37,6 +38,8 @@ DEMOS = {
 # Run only when named: too long for `all` (the full learning-rate sweep takes 10-30 minutes, the
 # low-memory comparison, 36 training runs, longer).
 NOT_IN_ALL = frozenset({'sweep', 'low_memory'})
+# The demos that compare several seeds; their ``run`` takes ``num_seeds`` (``--seeds``).
+TAKE_SEEDS = frozenset({'sweep', 'low_memory'})
 DEFAULT_OUT = 'rmsprop_optax_out'
 
 
@@ -208,6 +211,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument('--fast', action='store_true', help='short runs (what the tests use)')
   parser.add_argument('--out', default=DEFAULT_OUT, help=f'output folder (default ./{DEFAULT_OUT})')
   parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+  parser.add_argument(
+    '--seeds',
+    type=_positive_int,
+    default=None,
+    metavar='N',
+    help=(
+      f'number of seeds, from --seed on, for the demos that compare seeds '
+      f'({", ".join(sorted(TAKE_SEEDS))}; default: their own)'
+    ),
+  )
   argv = sys.argv[1:] if argv is None else list(argv)
   args, extras = parser.parse_known_intermixed_args(argv)
   unknown_names = [n for n in args.names if n not in choices]
@@ -227,7 +240,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   names = args.names or ['all']
   every = [n for n in DEMOS if n not in NOT_IN_ALL]
   args.names = every if 'all' in names else list(dict.fromkeys(names))
+  if args.seeds is not None:
+    single = [n for n in args.names if n not in TAKE_SEEDS]
+    if single:
+      parser.error(
+        f'--seeds applies to {", ".join(sorted(TAKE_SEEDS))} only, not {", ".join(single)} '
+        '(the others run one seed: use --seed)'
+      )
   return args
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'not a whole number: {text!r}') from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+  return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
       continue
     t0 = time.perf_counter()
-    result = module.run(fast=args.fast, seed=args.seed, progress=True)
+    extra = {} if args.seeds is None else {'num_seeds': args.seeds}
+    result = module.run(fast=args.fast, seed=args.seed, progress=True, **extra)
     elapsed = time.perf_counter() - t0
     png = os.path.join(args.out, f'{result["name"]}.png')
     plotting.plot_result(result, png)  # the demo's own figure, with its claim
@@ -250,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     print('no demo ran')
     return 1
   mode = 'fast' if args.fast else 'full'
-  print(f'\nResults ({mode} mode, seed {args.seed}, {time.perf_counter() - start:.0f}s):\n')
+  n = args.seeds or 1
+  seeds = f'seed {args.seed}' if n == 1 else f'seeds {args.seed}-{args.seed + n - 1}'
+  print(f'\nResults ({mode} mode, {seeds}, {time.perf_counter() - start:.0f}s):\n')
   table = format_results(results) + '\n'
   print(table, end='')
   with open(os.path.join(args.out, 'results.md'), 'w') as f:
