@@ -171,8 +171,12 @@ def paired_difference(values: Sequence[float], reference: Sequence[float]) -> di
 
 
 def verdicts(app_result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-  """Per spec: mean, min, max, whether the mean is inside float32's seed range, and the
-  difference from float32 paired by seed (mean and standard error)."""
+  """Per spec: mean, min, max, and how it compares with float32 state.
+
+  ``inside_float32_range``: whether the mean lies inside float32's min-max
+  range over the seeds; ``difference``: the mean and standard error of the
+  per-seed differences from float32 (:func:`paired_difference`).
+  """
   reference = app_result['finals']['float32 state']
   ref = summarize(reference)
   base = app_result['state_bytes']['float32 state']
