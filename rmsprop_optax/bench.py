@@ -87,7 +87,7 @@ Reading the figures on XLA:CPU
 * Quantized state: 8-bit state is 1 byte + 4 / 256 per element (0.254x
   float32 state on one leaf; small leaves keep float32), 4-bit 0.133x. Between
   steps that is what stays resident. The step itself is not memory-bound on
-  XLA:CPU and is several times slower than the float32 step (about 3.6-9x
+  XLA:CPU and is several times slower than the float32 step (about 3.4-9x
   on the benchmark's trees), although the state it reads and writes is 4x
   smaller: by XLA's own cost model the compiled 8-bit plain step moves
   11-13N, not 7N, because the block absmax, the normalization, the code
