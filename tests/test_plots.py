@@ -248,3 +248,18 @@ def test_sweep_perplexity_axis_has_plain_tick_labels():
   assert labels and all(text == f'{float(text):g}' for text in labels), labels
   assert {'30', '50', '100'} <= set(labels), labels
   assert not [t.get_text() for t in ax.get_yticklabels(minor=True) if t.get_text()]
+
+
+def test_curves_on_a_short_log_range_have_plain_tick_labels():
+  # 5.5 .. 33 spans less than a decade: matplotlib alone would label 6x10^0 .. 3x10^1.
+  import matplotlib.pyplot as plt
+
+  result = {'curves': {'rmsprop': list(np.geomspace(33.0, 5.5, 50))}, 'curve_logy': True}
+  fig, ax = plt.subplots()
+  plotting.draw_curves(result, ax)
+  fig.canvas.draw()
+  labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+  assert labels and all(text == f'{float(text):g}' for text in labels), labels
+  assert {'10', '20', '30'} <= set(labels), labels
+  assert not [t.get_text() for t in ax.get_yticklabels(minor=True) if t.get_text()]
+  plt.close(fig)

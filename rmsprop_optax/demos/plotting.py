@@ -7,6 +7,7 @@ given ``ax`` (or a new figure) and returns the ``Axes``, so panels compose.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -218,16 +219,25 @@ def curve_x(result: Mapping[str, Any], length: int) -> np.ndarray:
   return np.arange(1, length + 1, dtype=np.float64)
 
 
-def _plain_log_ticks(ax: Any) -> None:
-  """Plain numbers ('6', '0.4') instead of '6x10^0' on a short log range."""
-  from matplotlib.ticker import LogFormatter
+def plain_log_ticks(ax: Any, low: float, high: float, most: int = 8) -> None:
+  """Ticks on a log y axis labelled as plain numbers (20, 30, 50, 100), not ``2x10^1``.
 
-  class _Plain(LogFormatter):
-    def __call__(self, x: float, pos: Any = None) -> str:
-      return f'{x:g}' if super().__call__(x, pos) else ''
+  Within less than about a decade a log axis has at most one major tick, and
+  matplotlib labels the minor ones in scientific notation; this puts major
+  ticks at 1, 2, 3, 5 (or finer, up to ``most`` ticks) times powers of ten
+  inside ``[low, high]``, labels them with ``{x:g}`` and hides minor labels.
+  """
+  from matplotlib import ticker
 
-  ax.yaxis.set_major_formatter(_Plain())
-  ax.yaxis.set_minor_formatter(_Plain(labelOnlyBase=False))
+  decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+  ticks: list[float] = []
+  for mantissas in ((1, 1.5, 2, 2.5, 3, 4, 5, 6, 8), (1, 2, 3, 5), (1, 2, 5), (1,)):
+    ticks = [m * 10.0**e for e in decades for m in mantissas if low <= m * 10.0**e <= high]
+    if len(ticks) <= most:
+      break
+  ax.yaxis.set_major_locator(ticker.FixedLocator(ticks))
+  ax.yaxis.set_major_formatter(ticker.StrMethodFormatter('{x:g}'))
+  ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def draw_curves(result: Mapping[str, Any], ax: Any) -> Any:
@@ -242,7 +252,9 @@ def draw_curves(result: Mapping[str, Any], ax: Any) -> Any:
     values = np.concatenate([np.asarray(v, float) for v in result['curves'].values()])
     values = values[values > 0]
     if values.size and values.max() / values.min() < 100:
-      _plain_log_ticks(ax)
+      baselines = [v for v in result.get('baselines', {}).values() if v > 0]
+      shown = np.concatenate([values, baselines])  # the axis spans the baselines too
+      plain_log_ticks(ax, float(shown.min()), float(shown.max()))
   xlabel = result.get('curve_xlabel', 'step')
   if 'curve_x' in result:  # real units; 'curve_xlabel' may describe the index 1..n
     xlabel = result.get('curve_x_label', xlabel)

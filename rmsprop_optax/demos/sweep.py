@@ -31,7 +31,6 @@ figure is wall time including compilation; ``run only`` excludes it.
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -303,27 +302,6 @@ def run(
   }
 
 
-def plain_log_ticks(ax: Any, low: float, high: float, most: int = 8) -> None:
-  """Ticks on a log y axis labelled as plain numbers (20, 30, 50, 100), not ``2x10^1``.
-
-  Within less than about a decade a log axis has at most one major tick, and
-  matplotlib labels the minor ones in scientific notation; this puts major
-  ticks at 1, 2, 3, 5 (or finer, up to ``most`` ticks) times powers of ten
-  inside ``[low, high]``, labels them with ``{x:g}`` and hides minor labels.
-  """
-  from matplotlib import ticker
-
-  decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
-  ticks: list[float] = []
-  for mantissas in ((1, 1.5, 2, 2.5, 3, 4, 5, 6, 8), (1, 2, 3, 5), (1, 2, 5), (1,)):
-    ticks = [m * 10.0**e for e in decades for m in mantissas if low <= m * 10.0**e <= high]
-    if len(ticks) <= most:
-      break
-  ax.yaxis.set_major_locator(ticker.FixedLocator(ticks))
-  ax.yaxis.set_major_formatter(ticker.StrMethodFormatter('{x:g}'))
-  ax.yaxis.set_minor_formatter(ticker.NullFormatter())
-
-
 def figure(result: dict[str, Any]) -> Any:
   """Final metric against learning rate: one line per optimizer, seed min-max as a band."""
   import matplotlib.pyplot as plt
@@ -360,7 +338,7 @@ def figure(result: dict[str, Any]) -> Any:
   axes[1].set_yscale('log')
   best = min(s['band']['best_value'] for s in result['sweeps']['lstm'].values())
   axes[1].set_ylim(best * 0.9, 100.0)
-  plain_log_ticks(axes[1], best * 0.9, 100.0)
+  plotting.plain_log_ticks(axes[1], best * 0.9, 100.0)
   n_seeds = len(result['seeds'])
   fig.suptitle(
     f'final metric vs learning rate: mean of {n_seeds} seeds (band: min to max); '
