@@ -32,6 +32,7 @@ trajectories drift apart at that scale, not at float32 rounding
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -96,7 +97,7 @@ def _launch(mode: str, processes: int, devices: int, *args: str, **kwargs: Any) 
   try:
     return run()
   except multihost.LaunchError as first:
-    if 'timeout' in first.message:
+    if first.timed_out:
       raise
     print(f'first attempt of {mode} on {processes} x {devices} failed, retrying:\n{first}')
     if mode == 'train':  # start again from an empty checkpoint folder
@@ -272,9 +273,10 @@ def test_kill_during_async_save_keeps_the_previous_checkpoint(saved, tmp_path):
 def test_a_failed_process_stops_its_peers():
   start = time.monotonic()
   code = 'import sys, time; sys.exit(3) if sys.argv[-1] == "0" else time.sleep(120)'
-  with pytest.raises(multihost.LaunchError, match='process 0 exited with status 3'):
+  with pytest.raises(multihost.LaunchError, match='process 0 exited with status 3') as info:
     multihost.launch([sys.executable, '-c', code], 2, devices_per_process=1, timeout=100)
   assert time.monotonic() - start < 30
+  assert not info.value.timed_out
 
 
 def test_a_hung_process_is_killed_at_the_timeout():
@@ -284,6 +286,7 @@ def test_a_hung_process_is_killed_at_the_timeout():
     multihost.launch([sys.executable, '-c', code], 2, devices_per_process=1, timeout=3)
   assert time.monotonic() - start < 30
   assert all(f.returncode == -signal.SIGKILL for f in info.value.finished)
+  assert info.value.timed_out
 
 
 def test_an_error_in_the_launcher_leaves_no_process_behind():
@@ -303,6 +306,13 @@ def test_an_error_in_the_launcher_leaves_no_process_behind():
 def test_free_port_is_below_the_ephemeral_range():
   low = int(Path('/proc/sys/net/ipv4/ip_local_port_range').read_text().split()[0])
   assert all(10000 <= multihost.free_port() < low for _ in range(20))
+
+
+def test_free_port_when_the_ephemeral_range_starts_low(monkeypatch):
+  # Nothing lies between 10000 and the range's start: any free port, from the kernel.
+  monkeypatch.setattr(multihost, 'open', lambda *a, **k: io.StringIO('5000 60999\n'), raising=False)
+  port = multihost.free_port()
+  assert 1 <= port < 65536 and port != 10000
 
 
 def test_launch_rejects_no_processes():

@@ -105,19 +105,17 @@ def shard_map_step(opt: optax.GradientTransformation, mesh: Mesh) -> Callable[..
   return step
 
 
-def jit_step(
-  opt: optax.GradientTransformation, loss: Callable[..., jax.Array] = loss_fn
-) -> Callable[..., Any]:
-  """One step ``(params, state, x, y) -> (params, state, loss)`` of ``loss(params, x, y)``.
+def jit_step(opt: optax.GradientTransformation) -> Callable[..., Any]:
+  """One step ``(params, state, x, y) -> (params, state, loss)`` of :func:`loss_fn`.
 
   On a sharded batch ``jax.jit`` partitions the step and all-reduces the gradients.
   """
 
   @jax.jit
   def step(params: Params, state: Any, x: jax.Array, y: jax.Array) -> tuple[Params, Any, Any]:
-    loss_value, grads = jax.value_and_grad(loss)(params, x, y)
+    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
     updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state, loss_value
+    return optax.apply_updates(params, updates), state, loss
 
   return step
 

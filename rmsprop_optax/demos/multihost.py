@@ -24,9 +24,11 @@ file system or a bucket orbax understands)::
 The mesh is ``('data', 'model')``: ``'data'`` runs over processes (each
 process feeds its own rows of the global batch, with
 ``jax.make_array_from_process_local_data``) and ``'model'`` over each
-process's devices, which split the hidden layer (Megatron-style column then
-row split). ``jax.jit(opt.init)`` puts every optimizer-state buffer where its
-parameter is, so each process holds only its share of the state. Training
+process's devices. The hidden layer is split over every device of the mesh,
+both axes together (fully sharded, ``param_specs('fsdp')``; the tests also
+check the data x model layout, ``'dm'``). ``jax.jit(opt.init)`` puts every
+optimizer-state buffer where its parameter is, so each process holds only its
+share of the params and of the state. Training
 checkpoints asynchronously every ``--save-every`` steps and, when started
 again with the same ``--checkpoint-dir``, resumes from the latest complete
 checkpoint (on any process count: the restore target is
@@ -51,7 +53,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
@@ -87,8 +88,8 @@ def free_port() -> int:
   except (OSError, ValueError, IndexError):
     pass
   rng = random.Random()
-  for _ in range(200):
-    port = rng.randrange(10000, max(low, 10001))
+  for _ in range(200 if low > 10000 else 0):
+    port = rng.randrange(10000, low)
     with socket.socket() as s:
       try:
         s.bind(('127.0.0.1', port))
@@ -114,22 +115,31 @@ class Finished:
     return '\n'.join(self.lines)
 
 
+def _gloo_notice(line: str) -> bool:
+  """Gloo's connection notices, one per collective group: noise in a process's output."""
+  return line.startswith('[Gloo]')
+
+
 def outputs(finished: Sequence[Finished], last: int = 60) -> str:
   """The last ``last`` lines of each process (gloo's connection notices left out)."""
   return '\n'.join(
     f'--- process {f.process_id} (exit {f.returncode}) ---\n'
-    + '\n'.join([ln for ln in f.lines if not ln.startswith('[Gloo]')][-last:])
+    + '\n'.join([ln for ln in f.lines if not _gloo_notice(ln)][-last:])
     for f in finished
   )
 
 
 class LaunchError(RuntimeError):
-  """A launched process failed or the group ran past its timeout; carries every output."""
+  """A launched process failed, or the group ran past its timeout (``timed_out``).
 
-  def __init__(self, message: str, finished: list[Finished]):
+  Carries every process's output (``finished``).
+  """
+
+  def __init__(self, message: str, finished: list[Finished], *, timed_out: bool = False):
     super().__init__(f'{message}\n{outputs(finished)}')
     self.message = message
     self.finished = finished
+    self.timed_out = timed_out
 
 
 def launch(
@@ -178,6 +188,7 @@ def launch(
   pumps: list[threading.Thread] = []
   finished = [Finished(i, 0) for i in range(num_processes)]
   failure = ''
+  timed_out = False
   try:
     for i in range(num_processes):
       args = ['--coordinator', address, '--num-processes', str(num_processes)]
@@ -216,6 +227,7 @@ def launch(
           _kill_all(processes, grace=5.0)
       if time.monotonic() > deadline:
         failure = failure or f'the processes ran past the {timeout:.0f} s timeout'
+        timed_out = True
         break
   except BaseException:  # Ctrl-C, a failed start, an error in a callback: no survivors
     failure = failure or 'interrupted'
@@ -233,7 +245,7 @@ def launch(
     if line is not None:
       finished[i].lines.append(line)
   if check and (failure or any(f.returncode for f in finished)):
-    raise LaunchError(f'launch: {failure or "a process failed"}', finished)
+    raise LaunchError(f'launch: {failure or "a process failed"}', finished, timed_out=timed_out)
   return finished
 
 
@@ -304,9 +316,9 @@ def param_specs(layout: str = 'fsdp') -> dict[str, P]:
   each ``'data'`` row.
   """
   if layout == 'fsdp':
-    return {'w1': P(None, AXES), 'b1': P(AXES), 'w2': P(AXES, None), 'b2': P()}
+    return {'w0': P(None, AXES), 'b0': P(AXES), 'w1': P(AXES, None), 'b1': P()}
   if layout == 'dm':
-    return {'w1': P(None, 'model'), 'b1': P('model'), 'w2': P('model', None), 'b2': P()}
+    return {'w0': P(None, 'model'), 'b0': P('model'), 'w1': P('model', None), 'b1': P()}
   raise ValueError(f'param_specs: `layout` must be one of {LAYOUTS}, got {layout!r}')
 
 
@@ -315,10 +327,10 @@ def host_params(seed: int = 0) -> dict[str, np.ndarray]:
   rng = np.random.default_rng([seed, 0])
   d_in, hidden, d_out = SIZES
   return {
-    'w1': (rng.standard_normal((d_in, hidden)) / np.sqrt(d_in)).astype(np.float32),
-    'b1': np.zeros(hidden, np.float32),
-    'w2': (rng.standard_normal((hidden, d_out)) / np.sqrt(hidden)).astype(np.float32),
-    'b2': np.zeros(d_out, np.float32),
+    'w0': (rng.standard_normal((d_in, hidden)) / np.sqrt(d_in)).astype(np.float32),
+    'b0': np.zeros(hidden, np.float32),
+    'w1': (rng.standard_normal((hidden, d_out)) / np.sqrt(hidden)).astype(np.float32),
+    'b1': np.zeros(d_out, np.float32),
   }
 
 
@@ -366,19 +378,13 @@ def place_batch(step: int, mesh: Mesh, seed: int = 0) -> tuple[jax.Array, jax.Ar
   )
 
 
-def loss_fn(params: Params, x: jax.Array, y: jax.Array) -> jax.Array:
-  """Mean squared error of a one-hidden-layer tanh MLP."""
-  h = jnp.tanh(x @ params['w1'] + params['b1'])
-  return jnp.mean((h @ params['w2'] + params['b2'] - y) ** 2)
-
-
 def make_optimizer(state: str = 'float32') -> optax.GradientTransformation:
   """Centered RMSprop with momentum; ``state='8bit'`` stores its three buffers as 8-bit codes."""
   if state not in ('float32', '8bit'):
     raise ValueError(f"make_optimizer: `state` must be 'float32' or '8bit', got {state!r}")
   # Blocks of 128 along the last axis. Fixed, not derived from the device
   # count, so a checkpoint has the same shapes on every topology. On up to 8
-  # devices no block spans two shards of w1 (1024 columns) and the scales
+  # devices no block spans two shards of w0 (1024 columns) and the scales
   # shard like the params; on more, a block spans shards and its scale is
   # placed as the compiler decides.
   spec = rmsprop_optax.quantized(8, block_size=128) if state == '8bit' else None
@@ -412,7 +418,7 @@ def abstract_params(mesh: Mesh, layout: str = 'fsdp') -> dict[str, jax.ShapeDtyp
 
 def make_step(opt: optax.GradientTransformation) -> Callable[..., Any]:
   """One data-parallel step; the compiler all-reduces the gradients over ``'data'``."""
-  step = data_parallel.jit_step(opt, loss_fn)
+  step = data_parallel.jit_step(opt)
   if jax.default_backend() != 'cpu' or jax.process_count() == 1:
     return step
 
@@ -542,7 +548,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _echo(process_id: int, line: str) -> None:
   """Prints a process's line with its ``[pN]`` prefix."""
-  if not line.startswith('[Gloo]'):  # gloo's connection notices, one per collective group
+  if not _gloo_notice(line):
     print(f'[p{process_id}] {line}', flush=True)
 
 
