@@ -11,7 +11,8 @@
   ``framework_refs``), :func:`schedule_pair` (a schedule in JAX and the same in
   NumPy), :func:`to_f64`, :func:`bits` (bit-for-bit comparisons).
 - :func:`run_worker`: runs a subprocess worker on 8 virtual CPU devices and
-  returns the one ``RESULT {json}`` line it prints.
+  returns the one ``RESULT {json}`` line it prints; :func:`worker_env`, the
+  environment every subprocess worker gets.
 
 Imported by test files and by the subprocess workers (``_sharding_worker.py``),
 so it needs no pytest.
@@ -267,6 +268,22 @@ def rms_outputs(
   return [-ref.update(to_f64({'g': g}), zeros)['g'] for g in grads]
 
 
+def worker_env() -> dict[str, str]:
+  """This process's environment with the repository and ``tests/`` on ``PYTHONPATH``.
+
+  For the subprocess workers, which import the package and the test helpers.
+  """
+  import os
+  from pathlib import Path
+
+  tests = Path(__file__).resolve().parent
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(
+    [str(tests.parent), str(tests)] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
+  )
+  return env
+
+
 def run_worker(script: Any, *args: str, timeout: float = 900) -> dict[str, Any]:
   """Runs ``python script *args`` on 8 virtual CPU devices; its ``RESULT {json}`` line.
 
@@ -276,20 +293,15 @@ def run_worker(script: Any, *args: str, timeout: float = 900) -> dict[str, Any]:
   ``subprocess.TimeoutExpired`` after ``timeout`` seconds.
   """
   import json
-  import os
   import subprocess
   import sys
   from pathlib import Path
 
-  tests = Path(__file__).resolve().parent
-  env = dict(os.environ)
+  env = worker_env()
   env['XLA_FLAGS'] = (
     env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
   ).strip()
   env['JAX_PLATFORMS'] = 'cpu'
-  env['PYTHONPATH'] = os.pathsep.join(
-    [str(tests.parent), str(tests)] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
-  )
   proc = subprocess.run(
     [sys.executable, str(script), *args],
     env=env,

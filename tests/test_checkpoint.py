@@ -14,7 +14,6 @@ none, bit for bit (same compiled step, same inputs).
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from _harness import bits
+from _harness import bits, worker_env
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE = TESTS.parent / 'rmsprop_optax'
@@ -48,10 +47,7 @@ def resumed(tmp_path_factory):
     checkpointer.save(directory / name / 'mid', {'params': p, 'opt_state': s, 'step': step})
     uninterrupted[name] = train(p, s, step, worker.TOTAL - worker.SAVE_AT)
   checkpointer.wait_until_finished()
-  env = dict(os.environ)
-  env['PYTHONPATH'] = os.pathsep.join(
-    [str(TESTS.parent), str(TESTS)] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
-  )
+  env = worker_env()
   proc = subprocess.run(
     [sys.executable, str(TESTS / '_checkpoint_worker.py'), str(directory), *NAMES],
     env=env,

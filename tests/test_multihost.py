@@ -48,7 +48,7 @@ import _optimizer_zoo as zoo
 import jax
 import numpy as np
 import pytest
-from _harness import bits, max_rel_error
+from _harness import bits, max_rel_error, worker_env
 
 from rmsprop_optax.demos import multihost
 
@@ -79,10 +79,7 @@ def _launch(mode: str, processes: int, devices: int, *args: str, **kwargs: Any) 
   first attempt's output (shown with the test's output if it fails anyway).
   A hang is never retried, nor is ``crash``, which kills its own job.
   """
-  env = dict(os.environ)
-  env['PYTHONPATH'] = os.pathsep.join(
-    [str(TESTS.parent), str(TESTS)] + ([env['PYTHONPATH']] if env.get('PYTHONPATH') else [])
-  )
+  env = worker_env()
   command = [
     sys.executable, str(WORKER), mode, '--steps', str(STEPS), '--save-at', str(SAVE_AT), *args
   ]  # fmt: skip
