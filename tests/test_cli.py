@@ -206,6 +206,7 @@ def test_demo_seeds_reach_the_demos_that_compare_seeds(tmp_path, capsys, monkeyp
   calls.clear()
   assert main(['demo', 'low_memory', '--out', out]) == 0
   assert calls == [('low_memory', 0, None)]  # the demo's own default
+  assert 'Results (full mode, seeds from 0, ' in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -64,3 +64,11 @@ def chunk_means(values: np.ndarray, num_points: int) -> list[float]:
   values = np.asarray(values, dtype=np.float64)
   usable = (len(values) // num_points) * num_points
   return [float(v) for v in values[:usable].reshape(num_points, -1).mean(axis=1)]
+
+
+def seed_range(seed: int, num_seeds: int | None, default: int) -> list[int]:
+  """``num_seeds`` consecutive seeds from ``seed`` (``default`` of them when ``None``)."""
+  n = default if num_seeds is None else num_seeds
+  if n < 1:
+    raise ValueError(f'num_seeds must be at least 1, got {n}')
+  return list(range(seed, seed + n))

@@ -36,7 +36,7 @@ DEMOS = {
   'low_memory': 'rmsprop_optax.demos.low_memory',
 }
 # Run only when named: too long for `all` (the full learning-rate sweep takes 10-30 minutes, the
-# low-memory comparison, 36 training runs, longer).
+# low-memory comparison, 36 training runs, 9 minutes and more).
 NOT_IN_ALL = frozenset({'sweep', 'low_memory'})
 # The demos that compare several seeds; their ``run`` takes ``num_seeds`` (``--seeds``).
 TAKE_SEEDS = frozenset({'sweep', 'low_memory'})
@@ -281,8 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     print('no demo ran')
     return 1
   mode = 'fast' if args.fast else 'full'
-  n = args.seeds or 1
-  seeds = f'seed {args.seed}' if n == 1 else f'seeds {args.seed}-{args.seed + n - 1}'
+  if args.seeds is not None and args.seeds > 1:
+    seeds = f'seeds {args.seed}-{args.seed + args.seeds - 1}'
+  elif args.seeds is None and TAKE_SEEDS.intersection(args.names):
+    seeds = f'seeds from {args.seed}'  # each seed-comparing demo's own count
+  else:
+    seeds = f'seed {args.seed}'
   print(f'\nResults ({mode} mode, {seeds}, {time.perf_counter() - start:.0f}s):\n')
   table = format_results(results) + '\n'
   print(table, end='')

@@ -42,7 +42,7 @@ import jax
 import numpy as np
 
 import rmsprop_optax
-from rmsprop_optax.demos import cli
+from rmsprop_optax.demos import _common, cli
 
 NAME = 'low_memory'
 APPS = ('digits', 'char_lstm', 'dqn', 'matrix_factorization')
@@ -142,7 +142,11 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
 
 
 def run_app(
-  app: str, *, fast: bool = False, seeds: Sequence[int] = (0, 1, 2), progress: bool = False
+  app: str,
+  *,
+  fast: bool = False,
+  seeds: Sequence[int] = tuple(range(NUM_SEEDS_FULL)),
+  progress: bool = False,
 ) -> dict[str, Any]:
   """One application: every spec x seed, the per-seed finals, curves and state bytes."""
   module = importlib.import_module(f'rmsprop_optax.demos.{app}')
@@ -216,11 +220,7 @@ def run(
   mode). Fast mode runs ``FAST_APPS`` with the demos' fast settings.
   """
   apps = tuple(apps if apps is not None else (FAST_APPS if fast else APPS))
-  if num_seeds is None:
-    num_seeds = NUM_SEEDS_FAST if fast else NUM_SEEDS_FULL
-  if num_seeds < 1:
-    raise ValueError(f'num_seeds must be at least 1, got {num_seeds}')
-  seeds = tuple(range(seed, seed + num_seeds))
+  seeds = _common.seed_range(seed, num_seeds, NUM_SEEDS_FAST if fast else NUM_SEEDS_FULL)
   per_app = {app: run_app(app, fast=fast, seeds=seeds, progress=progress) for app in apps}
   return assemble(per_app, fast=fast)
 

@@ -226,18 +226,16 @@ def time_sweep(
 def run(
   *, fast: bool = False, seed: int = 0, progress: bool = False, num_seeds: int | None = None
 ) -> dict[str, Any]:
-  """Sweeps every optimizer on both models; reports widths, best learning rates and timings.
+  """Sweeps the optimizers of ``SWEPT``; reports widths, best learning rates and timings.
 
-  The seeds are ``seed, seed + 1, ...``: ``num_seeds`` of them, by default
-  ``SEEDS_FULL`` (``SEEDS_FAST`` in fast mode).
+  Full mode sweeps every optimizer on both models; fast mode, every optimizer
+  on digits and only SGD and RMSprop on the LSTM. The seeds are ``seed, seed +
+  1, ...``: ``num_seeds`` of them, by default ``SEEDS_FULL`` (``SEEDS_FAST`` in
+  fast mode).
   """
   mode = 'fast' if fast else 'full'
   lrs = np.asarray(GRID_FAST if fast else GRID_FULL)
-  if num_seeds is None:
-    num_seeds = SEEDS_FAST if fast else SEEDS_FULL
-  if num_seeds < 1:
-    raise ValueError(f'num_seeds must be at least 1, got {num_seeds}')
-  seeds = [seed + i for i in range(num_seeds)]
+  seeds = _common.seed_range(seed, num_seeds, SEEDS_FAST if fast else SEEDS_FULL)
   problems = {
     'digits': (digits_problem(DIGITS_EPOCHS[mode]), False, 'test_accuracy', DIGITS_TOLERANCE, True),
     'lstm': (lstm_problem(LSTM_STEPS[mode]), True, 'val_perplexity', LSTM_TOLERANCE, False),
