@@ -14,6 +14,7 @@ from rmsprop_optax._alias import ScheduledTraceState as ScheduledTraceState
 from rmsprop_optax._alias import rmsprop as rmsprop
 from rmsprop_optax._quantize import Quantized as Quantized
 from rmsprop_optax._quantize import QuantizedArray as QuantizedArray
+from rmsprop_optax._quantize import QuantizedTree as QuantizedTree
 from rmsprop_optax._quantize import quantized as quantized
 from rmsprop_optax._transforms import ScaleByCenteredRmsState as ScaleByCenteredRmsState
 from rmsprop_optax._transforms import ScaleByRmsState as ScaleByRmsState
@@ -23,11 +24,12 @@ from rmsprop_optax.diagnostics import effective_learning_rate as effective_learn
 from rmsprop_optax.diagnostics import find_rms_state as find_rms_state
 from rmsprop_optax.diagnostics import memory_length as memory_length
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
 __all__ = (
   'Quantized',
   'QuantizedArray',
+  'QuantizedTree',
   'ScaleByCenteredRmsState',
   'ScaleByRmsState',
   'ScheduledTraceState',

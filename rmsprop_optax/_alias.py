@@ -8,6 +8,7 @@ schedule and whose buffer follows the mixed-precision policy
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import chex
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rmsprop_optax import _checks, _precision, _transforms
+from rmsprop_optax import _checks, _precision, _quantize, _transforms
 
 
 class ScheduledTraceState(NamedTuple):
@@ -39,6 +40,7 @@ def _momentum(
   coefficient needs its own step count (:class:`ScheduledTraceState`).
   """
   scheduled = callable(momentum)
+  trace_leaf = _transforms._trace_once_per_shape(_trace_leaf_impl, nesterov=nesterov)
 
   def init_fn(params: optax.Params) -> optax.TraceState | ScheduledTraceState:
     trace = _precision.init_state(params, 0.0, accumulator_dtype, real=False)
@@ -53,15 +55,55 @@ def _momentum(
   ) -> tuple[optax.Updates, optax.TraceState | ScheduledTraceState]:
     del params
     beta = momentum(state.count) if scheduled else momentum  # type: ignore[operator]
-    out, new = optax.trace(decay=beta, nesterov=nesterov).update(
-      updates, optax.TraceState(trace=_precision.load_tree(state.trace))
-    )
-    trace = _precision.store_tree(new.trace, state.trace)
+    u, treedef = jax.tree.flatten(updates)
+    stored = _precision.state_leaves(state.trace, treedef)
+    results = [trace_leaf(*leaf, beta) for leaf in zip(u, stored)]
+    out = jax.tree.unflatten(treedef, [r[0] for r in results])
+    trace = _precision.state_tree(state.trace, treedef, [r[1] for r in results])
     if scheduled:
       return out, ScheduledTraceState(count=optax.safe_increment(state.count), trace=trace)
     return out, optax.TraceState(trace=trace)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _trace_values(u: jax.Array, b: jax.Array, beta: Any, nesterov: bool) -> list[jax.Array]:
+  """``optax.trace``'s update of one leaf: ``[out, new buffer]``."""
+  out, new = optax.trace(decay=beta, nesterov=nesterov).update(u, optax.TraceState(trace=b))
+  return [out, new.trace]
+
+
+def _trace_leaf_impl(
+  u: jax.Array, stored: _precision.StateLeaf, beta: Any, *, nesterov: bool
+) -> tuple[jax.Array, _precision.StateLeaf]:
+  """One leaf of the momentum buffer: ``(out, new stored buffer)``.
+
+  A quantized buffer is stepped chunk by chunk, as the second moment is
+  (:func:`rmsprop_optax._transforms._rescale`).
+  """
+  if not _quantize.is_quantized(stored):
+    out, new = _trace_values(u, _precision.load(stored), beta, nesterov)
+    return out, _precision.store(new, stored)
+  return _trace_quantized(u, stored, beta, nesterov=nesterov)
+
+
+def _trace_quantized(
+  u: jax.Array, stored: _quantize.QuantizedArray, beta: Any, *, nesterov: bool
+) -> tuple[jax.Array, _quantize.QuantizedArray]:
+  view = _quantize.as_view(stored)
+
+  def chunk(u_c: jax.Array, codes: jax.Array, scale: jax.Array) -> list[jax.Array]:
+    b = dataclasses.replace(view, codes=codes, scale=scale, shape=u_c.shape)
+    out, new = _trace_values(u_c, b.dequantize(), beta, nesterov)
+    q = _quantize.requantize(new, b)
+    return [out, q.codes, q.scale]
+
+  shape = _quantize.view_shape(stored)
+  out, codes, scale = _quantize.map_chunks(
+    chunk, _quantize.num_chunks(shape), [u.reshape(shape), view.codes, view.scale], []
+  )
+  new_view = dataclasses.replace(view, codes=codes, scale=scale)
+  return out.reshape(u.shape), _quantize.from_view(new_view, stored)
 
 
 def _times(a: optax.ScalarOrSchedule, b: optax.ScalarOrSchedule) -> optax.ScalarOrSchedule:

@@ -9,6 +9,7 @@ checked only when they are concrete; traced values are never branched on.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Mapping
 from typing import Any
 
 import chex
@@ -118,12 +119,11 @@ def check_updates_match_state(updates: Any, reference: Any, what: str) -> None:
   chex raises ``AssertionError``; we convert it to a ``ValueError`` that names
   the first mismatching path, which is what a user needs to find the bug.
   """
-  # Quantized state stands for an array of its logical shape.
-  reference = jax.tree.map(
-    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if _quantize.is_quantized(x) else x,
-    reference,
-    is_leaf=_quantize.is_quantized,
-  )
+  if isinstance(reference, _quantize.QuantizedTree):
+    # Quantized state stands for float32 arrays of the params' shapes.
+    reference = reference.shapes()
+  else:
+    _check_not_lost_quantized_structure(reference, what)
   try:
     chex.assert_trees_all_equal_structs(updates, reference)
     chex.assert_trees_all_equal_shapes(updates, reference)
@@ -133,6 +133,35 @@ def check_updates_match_state(updates: Any, reference: Any, what: str) -> None:
       f'{_first_mismatch(updates, reference)}. Was the state initialised '
       f'with different params? ({str(e).splitlines()[0]})'
     ) from None
+
+
+def _check_not_lost_quantized_structure(state: Any, what: str) -> None:
+  """Raises ``ValueError`` when quantized state no longer has the form this version writes.
+
+  Two cases, told apart from params that changed: a framework rebuilt the
+  :class:`~rmsprop_optax.QuantizedTree` as a plain mapping (its static spec
+  is then lost), or the state was saved by a version that kept one
+  ``{'codes', 'scale'}`` node per param.
+  """
+  if isinstance(state, Mapping) and set(state) == {'codes', 'scale', 'dense'}:
+    raise ValueError(
+      f'{what}: the quantized optimizer state reached update() as a plain mapping with keys '
+      "'codes', 'scale' and 'dense': something rebuilt the QuantizedTree that init() made "
+      '(and lost its spec). Pass the state back as init() and update() return it; to '
+      'restore a checkpoint, give the checkpointer the structure of opt.init(params) (or '
+      'jax.eval_shape of it) as the target.'
+    )
+  for path, node in jax.tree_util.tree_flatten_with_path(
+    state, is_leaf=lambda x: isinstance(x, Mapping) and set(x) == {'codes', 'scale'}
+  )[0]:
+    if isinstance(node, Mapping) and set(node) == {'codes', 'scale'}:
+      raise ValueError(
+        f"{what}: the optimizer state holds a {{'codes', 'scale'}} node at "
+        f'{_path_str(path)}, the per-param layout of quantized state before rmsprop_optax '
+        '0.2. Quantized state is now a QuantizedTree of three trees (codes, scale, dense) '
+        "with the params' structure. Re-create the state with opt.init(params), or move "
+        "each node's 'codes' and 'scale' to QuantizedTree.codes and .scale at the same path."
+      )
 
 
 def check_float_updates(updates: Any, what: str) -> None:

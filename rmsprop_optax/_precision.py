@@ -21,7 +21,7 @@ The policy, for a parameter of dtype ``p`` and a gradient of dtype ``g``:
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -73,8 +73,11 @@ def init_state(
   accumulator_dtype: AccumulatorDtype,
   *,
   real: bool,
-) -> optax.Params:
+) -> optax.Params | _quantize.QuantizedTree:
   """A state tree filled with ``value``: the params' shapes and sharding, the policy's dtypes.
+
+  A :func:`~rmsprop_optax.quantized` spec gives a :class:`~rmsprop_optax.QuantizedTree`
+  (``real`` picks the unsigned code map).
 
   Outside ``jit`` ``jnp.full_like`` keeps a concrete array's sharding. Under
   ``jit`` a constant has no data dependence on the param, so XLA's sharding
@@ -83,24 +86,55 @@ def init_state(
   predicate computed from the param gives the propagation a path to follow and
   is exact for every input, NaN and inf included.
   """
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  paths = [path for path, _ in leaves]
+  params_def = jax.tree.structure(params)
 
-  def fill(p: jax.Array) -> StateLeaf:
-    if isinstance(accumulator_dtype, _quantize.Quantized):
-      if jnp.issubdtype(jnp.result_type(p), jnp.complexfloating):
-        raise TypeError(
-          'accumulator_dtype=quantized(...) supports real params only, got a '
-          f'{jnp.result_type(p)} param; use a float accumulator_dtype for complex params'
-        )
-      if _quantize.quantizable(p, accumulator_dtype):
-        return _quantize.init(p, value, accumulator_dtype, signed=not real)
-      dtype = jnp.dtype(jnp.float32)
-    else:
-      dtype = state_dtype(jnp.result_type(p), accumulator_dtype, real=real)
+  def fill(p: jax.Array, dtype: jnp.dtype) -> jax.Array:
     if isinstance(p, jax.core.Tracer):
       return jnp.where(jnp.isnan(p), value, value).astype(dtype)
     return jnp.full_like(p, value, dtype=dtype)
 
-  return jax.tree.map(fill, params)
+  if not isinstance(accumulator_dtype, _quantize.Quantized):
+    return jax.tree.unflatten(
+      params_def,
+      [
+        fill(p, _leaf_state_dtype(path, p, accumulator_dtype, real=real))
+        for path, p in zip(paths, [p for _, p in leaves])
+      ],
+    )
+  spec = accumulator_dtype
+  signed = not real if spec.signed is None else spec.signed
+  stored: list[StateLeaf] = []
+  for path, p in leaves:
+    if jnp.issubdtype(jnp.result_type(p), jnp.complexfloating):
+      raise TypeError(
+        f'accumulator_dtype=quantized(...) supports real params only, got a '
+        f'{jnp.result_type(p)} param at {jax.tree_util.keystr(path)}; use a float '
+        'accumulator_dtype for complex params'
+      )
+    _leaf_state_dtype(path, p, jnp.float32, real=real)  # the same checks as float state
+    if _quantize.quantizable(p, spec):
+      stored.append(_quantize.init(p, value, spec, signed=signed))
+    else:
+      stored.append(fill(p, jnp.dtype(jnp.float32)))
+  empty = _quantize.QuantizedTree(None, None, None, spec, signed)
+  return empty.replace_leaves(params_def, stored)
+
+
+def _leaf_state_dtype(
+  path: tuple[Any, ...], p: Any, accumulator_dtype: jax.typing.DTypeLike | None, *, real: bool
+) -> jnp.dtype:
+  """:func:`state_dtype` for the param at ``path``, naming it and the fix when it is refused."""
+  param_dtype = jnp.result_type(p)
+  if not jnp.issubdtype(param_dtype, jnp.inexact):
+    raise TypeError(
+      f'params must be floating point (or complex) to be optimized, but the param at '
+      f'{jax.tree_util.keystr(path) or "<root>"} has dtype {param_dtype}. Leave it out of '
+      'the tree the optimizer sees (e.g. with optax.masked or by partitioning the params), '
+      'or cast it to a float dtype.'
+    )
+  return state_dtype(param_dtype, accumulator_dtype, real=real)
 
 
 def load(stored: StateLeaf) -> jax.Array:
@@ -117,12 +151,25 @@ def store(value: jax.Array, like: StateLeaf) -> StateLeaf:
   return value.astype(like.dtype)
 
 
-def load_tree(tree: optax.Params) -> optax.Params:
-  return jax.tree.map(load, tree, is_leaf=_quantize.is_quantized)
+def state_leaves(tree: Any, treedef: Any) -> list[StateLeaf]:
+  """A state tree's entries, one per leaf of ``treedef`` (the updates' structure)."""
+  if isinstance(tree, _quantize.QuantizedTree):
+    return tree.leaves(treedef)
+  return treedef.flatten_up_to(tree)
 
 
-def store_tree(values: optax.Params, like: optax.Params) -> optax.Params:
-  return jax.tree.map(store, values, like)
+def state_tree(like: Any, treedef: Any, leaves: list[StateLeaf]) -> Any:
+  """Inverse of :func:`state_leaves`: ``leaves`` stored in a tree of ``like``'s kind."""
+  if isinstance(like, _quantize.QuantizedTree):
+    return like.replace_leaves(treedef, leaves)
+  return treedef.unflatten(leaves)
+
+
+def load_tree(tree: optax.Params | _quantize.QuantizedTree) -> optax.Params:
+  """A whole state tree as arrays in their arithmetic precision (full size: for inspection)."""
+  if isinstance(tree, _quantize.QuantizedTree):
+    return tree.dequantize()
+  return jax.tree.map(load, tree)
 
 
 def widen(updates: optax.Updates) -> optax.Updates:

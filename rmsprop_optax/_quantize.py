@@ -63,7 +63,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, TypeGuard
 
 import jax
 import jax.numpy as jnp
@@ -253,7 +253,7 @@ def _per_element(scale: jax.Array, n: int, b: int) -> jax.Array:
   return spread if blocks * b == n else spread[..., :n]
 
 
-def is_quantized(x: Any) -> bool:
+def is_quantized(x: Any) -> TypeGuard[QuantizedArray]:
   return isinstance(x, QuantizedArray)
 
 
@@ -522,6 +522,194 @@ def init(
     spec.rounding,
     unsigned_zero,
   )
+
+
+@functools.partial(
+  jax.tree_util.register_dataclass,
+  data_fields=['codes', 'scale', 'dense'],
+  meta_fields=['spec', 'signed'],
+)
+@dataclasses.dataclass(frozen=True)
+class QuantizedTree:
+  """One moment of a whole params tree stored by a :func:`quantized` spec.
+
+  Three trees with the params' structure, one array (or ``None``) at each
+  param: ``codes`` (uint8; see :class:`QuantizedArray`) and ``scale``
+  (float32 block scales) where the param is large enough to quantize, and
+  ``dense`` (float32) where it is not; the other two hold ``None`` there. The
+  spec and the code map (``signed``) are static. This is the layout of
+  Optax's factored Adafactor state (``v_row``, ``v_col``, ``v``), for the
+  same reason: every param position holds plain arrays, so frameworks that
+  wrap each state array (Flax NNX's ``nnx.Optimizer`` keeps one variable per
+  array) and checkpointers see nothing but arrays.
+  """
+
+  codes: Any
+  scale: Any
+  dense: Any
+  spec: Quantized
+  signed: bool
+
+  def leaves(self, treedef: Any) -> list[Any]:
+    """One entry per leaf of ``treedef``: a :class:`QuantizedArray` or a float32 array."""
+    codes, scale, dense = (treedef.flatten_up_to(t) for t in (self.codes, self.scale, self.dense))
+    return [
+      d if c is None else self._leaf(c, s) for c, s, d in zip(codes, scale, dense, strict=True)
+    ]
+
+  def replace_leaves(self, treedef: Any, leaves: list[Any]) -> QuantizedTree:
+    """The same spec and map holding ``leaves`` (as :meth:`leaves` returns them)."""
+    quantized = [is_quantized(x) for x in leaves]
+    codes = [x.codes if q else None for x, q in zip(leaves, quantized)]
+    scale = [x.scale if q else None for x, q in zip(leaves, quantized)]
+    dense = [None if q else x for x, q in zip(leaves, quantized)]
+    return QuantizedTree(
+      treedef.unflatten(codes),
+      treedef.unflatten(scale),
+      treedef.unflatten(dense),
+      self.spec,
+      self.signed,
+    )
+
+  def dequantize(self) -> Any:
+    """The float32 values, a tree with the params' structure (full size: for inspection)."""
+    return jax.tree.map(
+      lambda d, c, s: d if c is None else self._leaf(c, s).dequantize(),
+      self.dense,
+      self.codes,
+      self.scale,
+      is_leaf=lambda x: x is None,
+    )
+
+  def shapes(self) -> Any:
+    """The logical shape and dtype (float32) of every leaf, as ``jax.ShapeDtypeStruct``."""
+    return jax.tree.map(
+      lambda d, c: jax.ShapeDtypeStruct(np.shape(d) if c is None else self._shape(c), jnp.float32),
+      self.dense,
+      self.codes,
+      is_leaf=lambda x: x is None,
+    )
+
+  def _shape(self, codes: Any) -> tuple[int, ...]:
+    shape = tuple(np.shape(codes))
+    return shape[:-1] + (2 * shape[-1],) if self.spec.bits == 4 else shape
+
+  def _leaf(self, codes: Any, scale: Any) -> QuantizedArray:
+    spec = self.spec
+    return QuantizedArray(
+      codes,
+      scale,
+      self._shape(codes),
+      spec.bits,
+      spec.block_size,
+      self.signed,
+      spec.layout,
+      spec.rounding,
+      bool(spec.unsigned_zero),
+    )
+
+
+# Elements of one leaf that a step processes at once (see :func:`map_chunks`):
+# its temporaries are a few float32 copies of this many elements.
+CHUNK_ELEMENTS = 2**16
+
+
+def view_shape(q: QuantizedArray) -> tuple[int, ...]:
+  """The shape under which ``q``'s blocks run along the last axis, rows first.
+
+  ``last_axis`` leaves of two or more dimensions are their own view. A 1-D
+  leaf (or a ``flat`` one, flattened) whose length is a multiple of the block
+  is ``(blocks, block_size)``: one block per row, so that the rows can be
+  divided among chunks; otherwise it is one row.
+  """
+  shape = q.shape
+  if q.layout == 'flat':
+    shape = (math.prod(shape),)
+  if len(shape) > 1:
+    return shape
+  n, b = shape[0], q.block_size
+  return (n // b, b) if n > b and n % b == 0 else (1, n)
+
+
+def as_view(q: QuantizedArray) -> QuantizedArray:
+  """``q`` with its codes and scales reshaped to :func:`view_shape` (``last_axis`` layout)."""
+  shape = view_shape(q)
+  n = shape[-1]
+  codes_shape = shape[:-1] + (n // 2 if q.bits == 4 else n,)
+  scale_shape = shape[:-1] + (_ceil_div(n, _block(n, q.block_size)),)
+  return dataclasses.replace(
+    q,
+    codes=q.codes.reshape(codes_shape),
+    scale=q.scale.reshape(scale_shape),
+    shape=shape,
+    layout='last_axis',
+  )
+
+
+def from_view(view: QuantizedArray, like: QuantizedArray) -> QuantizedArray:
+  """Inverse of :func:`as_view`: ``view``'s codes and scales stored as ``like``'s."""
+  return dataclasses.replace(
+    like,
+    codes=view.codes.reshape(like.codes.shape),
+    scale=view.scale.reshape(like.scale.shape),
+  )
+
+
+def num_chunks(shape: tuple[int, ...], chunk_elements: int | None = None) -> int:
+  """How many chunks :func:`map_chunks` divides a view of ``shape`` into: a divisor of its rows.
+
+  The fewest chunks of at most ``chunk_elements`` elements, keeping every
+  chunk's row count a multiple of the rows' power-of-two part up to 8, so
+  that rows sharded evenly over up to 8 devices split evenly in every chunk
+  (fewer, larger chunks where the rows allow no better).
+  """
+  if chunk_elements is None:
+    chunk_elements = CHUNK_ELEMENTS
+  rows = shape[0]
+  size = math.prod(shape)
+  if size <= chunk_elements or rows <= 1:
+    return 1
+  keep = math.gcd(rows, 8)
+  best = 1
+  for c in range(1, rows // keep + 1):
+    if (rows // keep) % c:
+      continue
+    best = c
+    if size // c <= chunk_elements:
+      break
+  return best
+
+
+def map_chunks(
+  fn: Any, chunks: int, carried: list[jax.Array], read: list[jax.Array]
+) -> list[jax.Array]:
+  """``fn(*carried, *read)`` computed chunk by chunk of rows, writing ``carried`` in place.
+
+  Every array's first axis is the same ``rows``; chunk ``c`` holds rows
+  ``c, c + chunks, c + 2 chunks, ...`` (the rows as ``(rows // chunks,
+  chunks)``, indexed on the second axis). ``fn`` maps slabs to new slabs of
+  the ``carried`` arrays' shapes and dtypes, row by row independently. The
+  loop writes each result over the slab it read, so XLA updates the carried
+  buffers in place and holds one chunk's temporaries, whatever the leaf's
+  size. Strided rather than contiguous chunks: a first axis sharded in
+  contiguous blocks over devices gives each device an equal share of every
+  chunk, so no device waits and no collective moves rows between them.
+  """
+  if chunks == 1:
+    return list(fn(*carried, *read))
+  split = [x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:]) for x in carried + read]
+  n = len(carried)
+
+  def body(c: jax.Array, state: list[jax.Array]) -> list[jax.Array]:
+    slabs = [jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in state]
+    slabs += [jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in split[n:]]
+    new = fn(*slabs)
+    return [
+      jax.lax.dynamic_update_index_in_dim(x, s[:, None], c, axis=1) for x, s in zip(state, new)
+    ]
+
+  out = jax.lax.fori_loop(0, chunks, body, split[:n])
+  return [x.reshape(like.shape) for x, like in zip(out, carried)]
 
 
 def _block(n: int, block_size: int) -> int:

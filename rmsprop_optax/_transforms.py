@@ -15,6 +15,7 @@ dtypes follow :mod:`rmsprop_optax._precision`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -246,12 +247,14 @@ def _scale_by_rms(
     t = count if bias_correction else None
 
     g, treedef = jax.tree.flatten(updates)
-    nu = treedef.flatten_up_to(state.nu)  # type: ignore[attr-defined]
-    mu = treedef.flatten_up_to(state.mu) if centered else [None] * len(g)  # type: ignore[attr-defined,union-attr]
+    nu = _precision.state_leaves(state.nu, treedef)
+    mu = _precision.state_leaves(state.mu, treedef) if centered else [None] * len(g)  # type: ignore[union-attr]
     results = [rescale(*leaf, d, md, eps, t) for leaf in zip(g, nu, mu)]
-    out, new_nu, new_mu = (treedef.unflatten([r[i] for r in results]) for i in range(3))  # type: ignore[attr-defined]
+    out = jax.tree.unflatten(treedef, [r[0] for r in results])
+    new_nu = _precision.state_tree(state.nu, treedef, [r[1] for r in results])
     if not centered:
       return out, ScaleByRmsState(count=count, nu=new_nu)
+    new_mu = _precision.state_tree(state.mu, treedef, [r[2] for r in results])  # type: ignore[union-attr]
     return out, ScaleByCenteredRmsState(count=count, mu=new_mu, nu=new_nu)
 
   return optax.GradientTransformation(init_fn, update_fn)  # type: ignore[arg-type]
@@ -265,30 +268,120 @@ def _rescale(
   mean_decay: Hyperparameter,
   eps: Hyperparameter,
   t: jax.Array | None,
+  **options: bool,
+) -> tuple[jax.Array, StateLeaf, StateLeaf | None]:
+  """One leaf: ``(out, new nu, new mu)``; ``t`` is the count when bias-correcting, else None.
+
+  Quantized state is dequantized, stepped and requantized chunk by chunk
+  (:func:`rmsprop_optax._quantize.map_chunks`), so the step never holds a
+  full-size float32 copy of a moment; the arithmetic is :func:`_rescale_values`
+  either way, and so are the results.
+  """
+  if _quantize.is_quantized(nu):
+    assert mu is None or _quantize.is_quantized(mu)  # init quantizes a leaf's moments alike
+    return _rescale_quantized(g, nu, mu, decay, mean_decay, eps, t, **options)
+  out, new_nu, new_mu = _rescale_values(
+    g,
+    _precision.load(nu),
+    None if mu is None else _precision.load(mu),
+    decay,
+    mean_decay,
+    eps,
+    t,
+    bitsandbytes=False,
+    **options,
+  )
+  return (
+    out,
+    _precision.store(new_nu, nu),
+    None if mu is None or new_mu is None else _precision.store(new_mu, mu),
+  )
+
+
+def _rescale_quantized(
+  g: jax.Array,
+  nu: _quantize.QuantizedArray,
+  mu: _quantize.QuantizedArray | None,
+  decay: Hyperparameter,
+  mean_decay: Hyperparameter,
+  eps: Hyperparameter,
+  t: jax.Array | None,
+  **options: bool,
+) -> tuple[jax.Array, _quantize.QuantizedArray, _quantize.QuantizedArray | None]:
+  """:func:`_rescale` of quantized moments, one chunk of rows at a time."""
+  nu_view = _quantize.as_view(nu)
+  mu_view = None if mu is None else _quantize.as_view(mu)
+  views = [nu_view] if mu_view is None else [nu_view, mu_view]
+
+  def chunk(g_c: jax.Array, *stored: jax.Array) -> list[jax.Array]:
+    moments = [
+      dataclasses.replace(v, codes=c, scale=s, shape=g_c.shape)
+      for v, c, s in zip(views, stored[0::2], stored[1::2])
+    ]
+    out, new_nu, new_mu = _rescale_values(
+      g_c,
+      moments[0].dequantize(),
+      moments[1].dequantize() if len(moments) > 1 else None,
+      decay,
+      mean_decay,
+      eps,
+      t,
+      bitsandbytes=nu.rounding == 'bitsandbytes',
+      **options,
+    )
+    new = [_quantize.requantize(new_nu, moments[0])]
+    if new_mu is not None:
+      new.append(_quantize.requantize(new_mu, moments[1]))
+    return [out] + [x for q in new for x in (q.codes, q.scale)]
+
+  shape = _quantize.view_shape(nu)
+  carried = [g.reshape(shape)] + [x for v in views for x in (v.codes, v.scale)]
+  results = _quantize.map_chunks(chunk, _quantize.num_chunks(shape), carried, [])
+  out = results[0].reshape(g.shape)
+  new_views = [
+    dataclasses.replace(v, codes=c, scale=s) for v, c, s in zip(views, results[1::2], results[2::2])
+  ]
+  new_nu = _quantize.from_view(new_views[0], nu)
+  new_mu = None if mu is None else _quantize.from_view(new_views[1], mu)
+  return out, new_nu, new_mu
+
+
+def _rescale_values(
+  g: jax.Array,
+  nu: jax.Array,
+  mu: jax.Array | None,
+  decay: Hyperparameter,
+  mean_decay: Hyperparameter,
+  eps: Hyperparameter,
+  t: jax.Array | None,
   *,
   eps_in_sqrt: bool,
   zero_guard: bool,
   first_variance_zero: bool,
-) -> tuple[jax.Array, StateLeaf, StateLeaf | None]:
-  """One leaf: ``(out, new nu, new mu)``; ``t`` is the count when bias-correcting, else None."""
-  dtype = _precision.compute_dtype(nu.dtype)
+  bitsandbytes: bool,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+  """The module docstring's equations on loaded moments: ``(out, new nu, new mu)``.
+
+  ``out`` has ``g``'s dtype, the moments their arithmetic precision;
+  ``bitsandbytes`` rounds the second moment's average as bitsandbytes does.
+  """
+  dtype = nu.dtype
   g_c = g.astype(jnp.promote_types(dtype, g.dtype) if jnp.iscomplexobj(g) else dtype)
 
-  if _quantize.is_bitsandbytes(nu):
-    new_nu = _quantize.bitsandbytes_ema_of_squares(decay, _precision.load(nu), g_c)
+  if bitsandbytes:
+    new_nu = _quantize.bitsandbytes_ema_of_squares(decay, nu, g_c)
   else:
-    new_nu = decay * _precision.load(nu) + (1 - decay) * _abs_sq(g_c)
+    new_nu = decay * nu + (1 - decay) * _abs_sq(g_c)
   # One scalar reciprocal, then a multiply per element: a divide per element
   # costs as much as the memory traffic of the whole step on CPU.
   s = new_nu if t is None else new_nu * (1 / _bias_correction(decay, t, dtype))
 
   new_mu = None
   if mu is not None:
-    mu_dtype = _precision.compute_dtype(mu.dtype)
-    new_mu = mean_decay * _precision.load(mu) + (1 - mean_decay) * g_c
+    new_mu = mean_decay * mu + (1 - mean_decay) * g_c
     mu_hat = new_mu
     if t is not None:
-      mu_hat = new_mu * (1 / _bias_correction(mean_decay, t, jnp.finfo(mu_dtype).dtype))
+      mu_hat = new_mu * (1 / _bias_correction(mean_decay, t, jnp.finfo(mu.dtype).dtype))
     # A variance estimate can round below zero; never take the root of a negative.
     s = jnp.maximum(s - _abs_sq(mu_hat), 0)
     if first_variance_zero:
@@ -313,11 +406,7 @@ def _rescale(
   out = g_c * jax.lax.rsqrt(denom) if eps_in_sqrt else g_c / denom
   if zero_guard:
     out = jnp.where(nonzero, out, 0)
-  return (
-    out.astype(g.dtype),
-    _precision.store(new_nu, nu),
-    None if mu is None or new_mu is None else _precision.store(new_mu, mu),
-  )
+  return out.astype(g.dtype), new_nu, new_mu
 
 
 def _abs_sq(x: jax.Array) -> jax.Array:

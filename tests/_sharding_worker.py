@@ -268,19 +268,18 @@ def case_quantized() -> dict[str, Any]:
       if stage != 'jit(init)':
         for g in grads_seq:
           p, s = apply(p, s, shard(g, mesh, specs))
-      for path, q in jax.tree_util.tree_flatten_with_path(
-        s, is_leaf=rmsprop_optax.QuantizedArray.__instancecheck__
-      )[0]:
-        if not isinstance(q, rmsprop_optax.QuantizedArray):
+      is_tree = rmsprop_optax.QuantizedTree.__instancecheck__
+      for path, tree in jax.tree_util.tree_flatten_with_path(s, is_leaf=is_tree)[0]:
+        if not is_tree(tree):
           continue
-        name = path[-1].key
-        want = NamedSharding(mesh, specs[name])
-        for part in (q.codes, q.scale):
-          assert want.is_equivalent_to(part.sharding, part.ndim), (
-            f'{bits}-bit {stage}: {jax.tree_util.keystr(path)} has {part.sharding}, '
-            f'its param {p[name].sharding}'
-          )
-        checked += 1
+        for name in ('dm_w', 'fsdp_w'):
+          want = NamedSharding(mesh, specs[name])
+          for part in (tree.codes[name], tree.scale[name]):
+            assert want.is_equivalent_to(part.sharding, part.ndim), (
+              f'{bits}-bit {stage}: {jax.tree_util.keystr(path)}[{name!r}] has '
+              f'{part.sharding}, its param {p[name].sharding}'
+            )
+          checked += 1
     assert checked == 2 * 3 * 2, checked  # (dm_w, fsdp_w) x (nu, mu, trace) x 2 stages
     codes = [x for x in jax.tree.leaves(s) if x.dtype == jnp.uint8]
     ref_codes = [x for x in jax.tree.leaves(ref_s) if x.dtype == jnp.uint8]

@@ -15,6 +15,7 @@ import rmsprop_optax
 PUBLIC = {
   'Quantized',
   'QuantizedArray',
+  'QuantizedTree',
   'ScaleByCenteredRmsState',
   'ScaleByRmsState',
   'ScheduledTraceState',

@@ -47,11 +47,15 @@ def _run(ours, torch_opt_cls, **torch_kwargs):
     updates, state = update([jnp.asarray(g) for g in grads], state, params)
     params = optax.apply_updates(params, updates)
     step = []
-    for p, nu in zip(tparams, find_rms_state(state).nu, strict=True):
+    nu = find_rms_state(state).nu
+    codes_tree, scale_tree = (
+      (nu.codes, nu.scale) if hasattr(nu, 'codes') else ([None] * len(SHAPES),) * 2
+    )
+    for p, nu_codes, nu_scale in zip(tparams, codes_tree, scale_tree, strict=True):
       s = topt.state[p]
-      if s['state1'].dtype == torch.uint8 and hasattr(nu, 'codes'):
-        codes = int((np.asarray(nu.codes) != s['state1'].numpy()).sum())
-        scales = int((np.asarray(nu.scale) != s['absmax1'].numpy()).sum())
+      if s['state1'].dtype == torch.uint8 and nu_codes is not None:
+        codes = int((np.asarray(nu_codes) != s['state1'].numpy()).sum())
+        scales = int((np.asarray(nu_scale) != s['absmax1'].numpy()).sum())
         step.append((codes, scales))
       else:
         step.append(None)

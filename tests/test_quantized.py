@@ -122,10 +122,10 @@ def test_the_spec_picks_the_map():
     1e-3, centered=True, accumulator_dtype=rmsprop_optax.quantized(8, min_size=0)
   ).init({'w': jnp.zeros((2, 8))})
   rms = rmsprop_optax.find_rms_state(state)
-  assert rms.nu['w'].unsigned_zero is False and not rms.nu['w'].signed
+  assert rms.nu.spec.unsigned_zero is False and not rms.nu.signed
   # The zero fill has scale 0: whatever its code stands for, it dequantizes to 0.
-  np.testing.assert_array_equal(np.asarray(rms.nu['w'].dequantize()), np.zeros((2, 8)))
-  np.testing.assert_array_equal(np.asarray(rms.nu['w'].codes), np.zeros((2, 8)))
+  np.testing.assert_array_equal(np.asarray(rms.nu.dequantize()['w']), np.zeros((2, 8)))
+  np.testing.assert_array_equal(np.asarray(rms.nu.codes['w']), np.zeros((2, 8)))
 
 
 @pytest.mark.parametrize('bits, block_size', [(8, 256), (8, 64), (4, 128)])
@@ -275,11 +275,16 @@ def test_small_leaves_keep_float32_state_and_large_ones_get_codes():
   ).init(params)
   rms = rmsprop_optax.find_rms_state(state)
   for tree in (rms.nu, rms.mu, state[2].trace):
-    assert isinstance(tree['w'], rmsprop_optax.QuantizedArray)
-    assert tree['w'].codes.shape == (64, 128) and tree['w'].scale.shape == (64, 2)
-    assert tree['b'].dtype == jnp.float32  # below min_size
-    assert tree['odd'].dtype == jnp.float32  # 4 bits need an even last axis
-  assert not rms.nu['w'].signed and rms.mu['w'].signed and state[2].trace['w'].signed
+    assert isinstance(tree, rmsprop_optax.QuantizedTree)
+    assert tree.codes['w'].dtype == jnp.uint8 and tree.scale['w'].dtype == jnp.float32
+    assert tree.codes['w'].shape == (64, 128) and tree.scale['w'].shape == (64, 2)
+    assert tree.dense['w'] is None
+    for small in ('b', 'odd'):  # below min_size; 4 bits need an even last axis
+      assert (
+        tree.dense[small].dtype == jnp.float32 and tree.dense[small].shape == params[small].shape
+      )
+      assert tree.codes[small] is None and tree.scale[small] is None
+  assert not rms.nu.signed and rms.mu.signed and state[2].trace.signed
 
 
 def test_eval_shape_reports_the_real_bytes():
@@ -335,7 +340,7 @@ def test_eight_bit_state_trains_like_float32_state():
   assert float(l8[-1]) < 0.05 * float(l8[0])
   err = float(jnp.max(jnp.abs(p8['w'] - p32['w'])) / jnp.max(jnp.abs(p32['w'])))
   assert err < Q8_TRAJECTORY_RTOL, err
-  assert isinstance(rmsprop_optax.find_rms_state(state).nu['w'], rmsprop_optax.QuantizedArray)
+  assert rmsprop_optax.find_rms_state(state).nu.codes['w'].dtype == jnp.uint8
 
 
 def test_jit_scan_and_a_python_loop_agree_bit_for_bit():
@@ -415,7 +420,7 @@ def test_diagnostics_read_quantized_state():
   params, loss = _problem()
   _, state = opt.update(jax.grad(loss)(params), opt.init(params), params)
   eff = rmsprop_optax.effective_learning_rate(state, 0.1, eps=1e-8)
-  nu = rmsprop_optax.find_rms_state(state).nu['w'].dequantize()
+  nu = rmsprop_optax.find_rms_state(state).nu.dequantize()['w']
   np.testing.assert_allclose(eff['w'], 0.1 / np.sqrt(np.asarray(nu) + 1e-8), rtol=1e-6)
 
 

@@ -91,10 +91,18 @@ def state_bytes(opt: Any, params: Any) -> int:
 def quantized_leaf_bytes(opt: Any, params: Any) -> tuple[int, int]:
   """For the quantized leaves of ``opt.init(params)``: (bytes stored, bytes as float32)."""
   state = jax.eval_shape(opt.init, params)
-  leaves = jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, rmsprop_optax.QuantizedArray))
-  quantized = [x for x in leaves if isinstance(x, rmsprop_optax.QuantizedArray)]
-  stored = sum(tree_bytes(x) for x in quantized)
-  return stored, sum(4 * math.prod(x.shape) for x in quantized)
+  is_tree = lambda x: isinstance(x, rmsprop_optax.QuantizedTree)
+  trees = [x for x in jax.tree.leaves(state, is_leaf=is_tree) if is_tree(x)]
+  stored = sum(tree_bytes((t.codes, t.scale)) for t in trees)
+  as_float32 = sum(
+    4 * math.prod(s.shape)
+    for t in trees
+    for s, c in zip(
+      jax.tree.leaves(t.shapes()), jax.tree.leaves(t.codes, is_leaf=lambda x: x is None)
+    )
+    if c is not None
+  )
+  return stored, as_float32
 
 
 def gpt2_small_params() -> dict[str, jax.ShapeDtypeStruct]:
