@@ -695,21 +695,62 @@ def map_chunks(
   contiguous blocks over devices gives each device an equal share of every
   chunk, so no device waits and no collective moves rows between them.
   """
-  if chunks == 1:
-    return list(fn(*carried, *read))
-  split = [x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:]) for x in carried + read]
   n = len(carried)
+  if chunks == 1:
+    # The first carry enters and leaves opaque, as it does through the loop's
+    # buffer below, so that the arithmetic around this leaf's step (the
+    # learning rate, the momentum, apply_updates) is rounded alike (no fused
+    # multiply-add across it) whether the leaf is one chunk or many.
+    new = list(fn(_after(carried[0], carried[1:]), *carried[1:], *read))
+    return [_after(new[0], new[1:])] + new[1:]
+  split = [x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:]) for x in carried + read]
 
   def body(c: jax.Array, state: list[jax.Array]) -> list[jax.Array]:
     slabs = [jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in state]
     slabs += [jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in split[n:]]
-    new = fn(*slabs)
-    return [
-      jax.lax.dynamic_update_index_in_dim(x, s[:, None], c, axis=1) for x, s in zip(state, new)
+    new = list(fn(*slabs))
+    written = [
+      jax.lax.dynamic_update_index_in_dim(x, s[:, None], c, axis=1)
+      for x, s in zip(state[1:], new[1:])
     ]
+    # The written slabs, so that the first result's write comes after every
+    # other write (and after the reads of the first carry fused into them).
+    out = _after(
+      new[0], [jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in written]
+    )
+    return [jax.lax.dynamic_update_index_in_dim(state[0], out[:, None], c, axis=1)] + written
 
   out = jax.lax.fori_loop(0, chunks, body, split[:n])
   return [x.reshape(like.shape) for x, like in zip(out, carried)]
+
+
+def _after(x: jax.Array, codes_and_scales: list[jax.Array]) -> jax.Array:
+  """``x`` to the bit, as a value XLA must compute after ``codes_and_scales``.
+
+  :func:`map_chunks` writes its first result (the step's output) over the
+  slab of the first carry (the gradient) that the other results are computed
+  from. XLA fuses the slab's read into each consumer (the block maxima, the
+  codes) and orders two fusions only by data dependence: a read left
+  unordered against the in-place write of the same buffer makes it copy the
+  whole buffer every iteration (a full-size temporary and a full-size copy
+  per chunk). ``optimization_barrier`` does not order them on XLA:CPU. A zero
+  it cannot fold does: the sign bits of the scales (maxima of magnitudes,
+  NaN included, so never negative) and the codes' bits above their eight,
+  OR-ed into ``x``'s bits.
+  """
+  int_type = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
+  zero = jnp.zeros(x.shape, jnp.int32)
+  for y in codes_and_scales:
+    if y.dtype == jnp.float32:  # block scales, broadcast to their elements
+      bits = jax.lax.bitcast_convert_type(y, jnp.int32) >> 31
+      bits = _per_element(bits, x.shape[-1], _ceil_div(x.shape[-1], y.shape[-1]))
+    else:  # codes; two to a byte at 4 bits
+      bits = y.astype(jnp.int32) >> 8
+      if y.shape[-1] != x.shape[-1]:
+        bits = jnp.stack([bits, bits], axis=-1).reshape(x.shape)
+    zero = zero | bits
+  x_bits = jax.lax.bitcast_convert_type(x, int_type)
+  return jax.lax.bitcast_convert_type(x_bits | zero.astype(int_type), x.dtype)
 
 
 def _block(n: int, block_size: int) -> int:

@@ -336,7 +336,14 @@ def _rescale_quantized(
 
   shape = _quantize.view_shape(nu)
   carried = [g.reshape(shape)] + [x for v in views for x in (v.codes, v.scale)]
-  results = _quantize.map_chunks(chunk, _quantize.num_chunks(shape), carried, [])
+  if nu.rounding == 'bitsandbytes':
+    # bitsandbytes' rounding of the second moment depends on which product
+    # the compiler fuses into an add (_quantize.bitsandbytes_ema_of_squares),
+    # a choice checked against bitsandbytes for the whole leaf, unfenced: this
+    # parity mode keeps the whole-leaf step and its full-size temporaries.
+    results = chunk(*carried)
+  else:
+    results = _quantize.map_chunks(chunk, _quantize.num_chunks(shape), carried, [])
   out = results[0].reshape(g.shape)
   new_views = [
     dataclasses.replace(v, codes=c, scale=s) for v, c, s in zip(views, results[1::2], results[2::2])

@@ -1,0 +1,192 @@
+"""The quantized step is computed chunk by chunk: same numbers, bounded memory.
+
+References: the same optimizer with chunking switched off (one chunk per
+leaf: the whole-leaf arithmetic, whose codes follow the NumPy reference of
+``tests/test_quantized.py``), compared bit for bit; and the float32-state
+step, whose compiled temporaries (XLA's ``memory_analysis()``, deterministic
+for a given program) bound the quantized step's.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import rmsprop_optax
+from rmsprop_optax import _quantize, _transforms, presets
+
+Q8 = rmsprop_optax.quantized(8, min_size=0)
+Q4 = rmsprop_optax.quantized(4, min_size=0)
+
+CONFIGS = {
+  'plain': lambda: rmsprop_optax.rmsprop(1e-3, accumulator_dtype=Q8),
+  'centered_momentum': lambda: rmsprop_optax.rmsprop(
+    1e-3, momentum=0.9, centered=True, accumulator_dtype=Q8
+  ),
+  'nesterov_decoupled': lambda: rmsprop_optax.rmsprop(
+    1e-3,
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=0.1,
+    decoupled_weight_decay=True,
+    accumulator_dtype=Q8,
+  ),
+  'bias_coupled': lambda: rmsprop_optax.rmsprop(
+    1e-3, centered=True, bias_correction=True, weight_decay=0.1, accumulator_dtype=Q8
+  ),
+  'four_bit_centered_momentum': lambda: rmsprop_optax.rmsprop(
+    1e-3, momentum=0.9, centered=True, accumulator_dtype=Q4
+  ),
+  'bitsandbytes': lambda: presets.bitsandbytes(1e-3, weight_decay=0.01, min_8bit_size=0),
+  'inject_hyperparams': lambda: optax.inject_hyperparams(rmsprop_optax.rmsprop)(
+    learning_rate=1e-3, momentum=0.9, accumulator_dtype=Q8
+  ),
+  'multi_steps': lambda: optax.MultiSteps(
+    rmsprop_optax.rmsprop(1e-3, momentum=0.9, centered=True, accumulator_dtype=Q8), 2
+  ),
+}
+
+# Chunk boundaries that do not divide a leaf, a leaf smaller than one chunk,
+# 1-D leaves with and without whole blocks, three dimensions, an odd last axis
+# (4 bits keep it in float32), a zero-size leaf.
+SHAPES = {
+  'rows_uneven': (150, 640),
+  'one_chunk': (4, 256),
+  'vector_blocks': (8192,),
+  'vector_tail': (3000,),
+  'three_d': (12, 5, 384),
+  'odd_last_axis': (64, 129),
+  'empty': (0, 256),
+}
+SMALL_CHUNK = 1024  # elements: every leaf above but 'one_chunk' and 'empty' is split
+
+
+def _params():
+  key = jax.random.key(0)
+  return {
+    name: jax.random.normal(jax.random.fold_in(key, i), shape)
+    for i, (name, shape) in enumerate(SHAPES.items())
+  }
+
+
+def _run(opt, steps=3):
+  params = _params()
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  outs = []
+  for i in range(steps):
+    grads = jax.tree.map(lambda p, i=i: jnp.sin(p * (i + 1.0)) + 0.01 * p, params)
+    updates, state = update(grads, state, params)
+    outs.append(updates)
+    params = optax.apply_updates(params, updates)
+  return outs, state
+
+
+@pytest.fixture
+def chunk_elements(monkeypatch):
+  """Sets the chunk size for the optimizers traced inside the test."""
+
+  def set_to(n):
+    monkeypatch.setattr(_quantize, 'CHUNK_ELEMENTS', n)
+    _transforms._jit_with_constants.cache_clear()  # per-leaf functions traced at the old size
+
+  yield set_to
+  _transforms._jit_with_constants.cache_clear()
+
+
+def test_the_test_shapes_are_chunked():
+  chunks = {
+    name: _quantize.num_chunks(
+      _quantize.view_shape(
+        _quantize.QuantizedArray(None, None, shape, 8, 256, False)  # type: ignore[arg-type]
+      ),
+      SMALL_CHUNK,
+    )
+    for name, shape in SHAPES.items()
+    if name != 'empty'
+  }
+  assert chunks['one_chunk'] == 1
+  # A 1-D leaf without whole blocks is one row of blocks, stepped whole.
+  assert chunks['vector_tail'] == 1
+  assert all(c > 1 for name, c in chunks.items() if name not in ('one_chunk', 'vector_tail')), (
+    chunks
+  )
+  assert SHAPES['rows_uneven'][0] % chunks['rows_uneven'] == 0  # a divisor of the rows...
+  assert chunks['rows_uneven'] not in (1, SHAPES['rows_uneven'][0])  # ...not a trivial one
+
+
+@pytest.mark.parametrize('config', sorted(CONFIGS))
+def test_chunking_does_not_change_updates_or_state(config, chunk_elements):
+  chunk_elements(10**12)
+  whole = _run(CONFIGS[config]())
+  chunk_elements(SMALL_CHUNK)
+  chunked = _run(CONFIGS[config]())
+  chex.assert_trees_all_equal(chunked, whole)
+
+
+def test_quantized_trees_hold_only_arrays_and_none():
+  state = CONFIGS['centered_momentum']().init(_params())
+  trees = [
+    x
+    for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, rmsprop_optax.QuantizedTree))
+    if isinstance(x, rmsprop_optax.QuantizedTree)
+  ]
+  assert len(trees) == 3  # nu, mu, the momentum buffer
+  for tree in trees:
+    for name, shape in SHAPES.items():
+      quantized = tree.codes[name] is not None
+      assert (tree.scale[name] is not None) == quantized
+      assert (tree.dense[name] is None) == quantized
+      assert quantized == (name not in ('empty',)), name
+
+
+# --- memory: XLA's compiled memory analysis of a donated training step ------
+
+MiB = 2**20
+# The float32-state step holds the gradient (the loss's backward pass writes
+# it) and nothing else; the quantized step may add chunk temporaries: at most
+# this fraction of the float32 state it replaces.
+CHUNK_TEMP_FRACTION = 1 / 16
+
+
+def _step_memory(opt, params):
+  """(argument bytes, temp bytes) of a jitted, donated training step."""
+  x = jax.ShapeDtypeStruct((8, next(iter(params.values())).shape[0]), jnp.float32)
+
+  def loss(p, x):
+    return sum(jnp.sum((x @ w) ** 2) for w in jax.tree.leaves(p))
+
+  def step(params, state, x):
+    grads = jax.grad(loss)(params, x)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = jax.eval_shape(opt.init, params)
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, x).compile()
+  m = compiled.memory_analysis()
+  return m.argument_size_in_bytes, m.temp_size_in_bytes
+
+
+@pytest.mark.parametrize(
+  'leaves, shape', [(1, (4096, 4096)), (16, (1024, 1024))], ids=['one_leaf', 'many_leaves']
+)
+@pytest.mark.parametrize('kind', ['plain_8', 'plain_4', 'bias_correction'])
+def test_quantized_step_temp_is_the_float32_steps_plus_a_chunk(kind, leaves, shape):
+  params = {f'w{i}': jax.ShapeDtypeStruct(shape, jnp.float32) for i in range(leaves)}
+  quantized = {
+    'plain_8': lambda: rmsprop_optax.rmsprop(1e-3, accumulator_dtype=rmsprop_optax.quantized(8)),
+    'plain_4': lambda: rmsprop_optax.rmsprop(1e-3, accumulator_dtype=rmsprop_optax.quantized(4)),
+    'bias_correction': lambda: rmsprop_optax.rmsprop(
+      1e-3, bias_correction=True, accumulator_dtype=rmsprop_optax.quantized(8)
+    ),
+  }[kind]()
+  f32_args, f32_temp = _step_memory(rmsprop_optax.rmsprop(1e-3), params)
+  q_args, q_temp = _step_memory(quantized, params)
+  state_f32 = leaves * np.prod(shape) * 4
+  assert q_temp - f32_temp <= CHUNK_TEMP_FRACTION * state_f32, (q_temp / MiB, f32_temp / MiB)
+  # So the whole step's peak is below the float32-state step's.
+  assert (q_args + q_temp) / (f32_args + f32_temp) < 0.85
