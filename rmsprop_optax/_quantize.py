@@ -584,7 +584,12 @@ class QuantizedTree:
   def shapes(self) -> Any:
     """The logical shape and dtype (float32) of every leaf, as ``jax.ShapeDtypeStruct``."""
     return jax.tree.map(
-      lambda d, c: jax.ShapeDtypeStruct(np.shape(d) if c is None else self._shape(c), jnp.float32),
+      # None in both trees: a None in the params themselves (a filtered model's functions).
+      lambda d, c: (
+        None
+        if d is None and c is None
+        else jax.ShapeDtypeStruct(np.shape(d) if c is None else self._shape(c), jnp.float32)
+      ),
       self.dense,
       self.codes,
       is_leaf=lambda x: x is None,

@@ -137,7 +137,7 @@ def test_quantized_trees_hold_only_arrays_and_none():
   ]
   assert len(trees) == 3  # nu, mu, the momentum buffer
   for tree in trees:
-    for name, shape in SHAPES.items():
+    for name in SHAPES:
       quantized = tree.codes[name] is not None
       assert (tree.scale[name] is not None) == quantized
       assert (tree.dense[name] is None) == quantized
