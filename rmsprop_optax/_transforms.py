@@ -520,3 +520,12 @@ def _validate(
         )
       if _checks.concrete_value(value) == 1.0:
         raise ValueError(f'{name}: bias_correction=True with {arg}=1 divides by 1 - 1**t = 0')
+  if _checks.concrete_value(decay) == 1.0 and _checks.concrete_value(initial_scale) == 0.0:
+    # nu = decay * nu + (1 - decay) * g**2 never leaves its start at decay = 1.
+    raise ValueError(
+      f'{name}: decay=1 with initial_scale=0 keeps the squared-gradient average at 0 '
+      'forever, so every step divides the gradient by sqrt(eps) (or eps) alone: with eps '
+      '1e-8 inside the root, lr 1e-3 and a gradient of 0.5 move a parameter by 5.0; use a decay below 1 (0.9 is common; the schedule '
+      'rmsprop_optax.power_decay rises towards 1 but stays below it), or a positive '
+      'initial_scale (TF1 starts at 1.0) if a fixed denominator is what you want'
+    )

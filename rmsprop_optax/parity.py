@@ -12,7 +12,9 @@ trajectory::
 (the max-norm of the difference of one leaf over the max-norm of that leaf in
 the reference, :func:`relative_error`). The bounds are :data:`FLOAT32_BOUND`
 and :data:`FLOAT64_BOUND`. A framework that is not installed is reported as
-``not installed``, not as a failure.
+``not installed`` with the command that installs it; the exit status is 2
+when it was named with ``--framework`` (the user asked for it), 0 when only
+the default "all frameworks" run lacks it.
 
 The test suite (``tests/test_parity_*.py``) runs the same cases through
 :func:`measure`. PyTorch and Keras are imported only when a case runs, never
@@ -606,6 +608,16 @@ def all_cases() -> list[Case]:
   return torch_cases() + keras_cases() + optax_cases() + bitsandbytes_cases()
 
 
+# How to install each framework: the versions the test extra pins, CPU builds.
+INSTALL_HINTS = {
+  'torch': "pip install 'torch==2.13.0' --index-url https://download.pytorch.org/whl/cpu",
+  'keras': "pip install 'keras>=3.15' (run on the JAX backend: KERAS_BACKEND=jax)",
+  'optax': "pip install 'optax'",
+  'bitsandbytes': "pip install 'bitsandbytes==0.50.2'",
+}
+ALL_FRAMEWORKS_HINT = "pip install 'rmsprop_optax[test]' installs all of them"
+
+
 def installed(framework: str) -> bool:
   """Whether ``framework`` ('torch', 'keras' or 'optax') can be imported."""
   return importlib.util.find_spec(framework) is not None
@@ -680,7 +692,11 @@ def format_table(rows: Sequence[Row], dtypes: Sequence[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-  """``python -m rmsprop_optax parity``: returns 1 if any installed case fails."""
+  """``python -m rmsprop_optax parity``.
+
+  Returns 1 if any installed case fails, else 2 if a framework named with
+  ``--framework`` is not installed, else 0.
+  """
   parser = argparse.ArgumentParser(
     prog='python -m rmsprop_optax parity',
     description=(
@@ -716,4 +732,18 @@ def main(argv: list[str] | None = None) -> int:
   if missing:
     summary += f'; not installed: {", ".join(missing)}'
   print(summary)
-  return 1 if failed else 0
+  for fw in missing:
+    print(f'{fw} is not installed; to compare with it: {INSTALL_HINTS[fw]}')
+  if missing:
+    print(f'({ALL_FRAMEWORKS_HINT})')
+  if failed:
+    return 1
+  asked = [fw for fw in missing if args.framework and fw in args.framework]
+  if asked:
+    print(
+      f'error: --framework {" ".join(asked)} was asked for but cannot be imported; '
+      'nothing was compared with it',
+      file=sys.stderr,
+    )
+    return 2
+  return 0

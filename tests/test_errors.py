@@ -126,7 +126,8 @@ def test_integer_accumulator_dtype_is_a_type_error(make):
 
 def test_boundary_values_are_accepted():
   rmsprop_optax.scale_by_rms(decay=0.0, eps=0.0)
-  rmsprop_optax.scale_by_rms(decay=1.0)
+  # decay = 1 keeps nu where it starts: a fixed denominator, legitimate when it is positive.
+  rmsprop_optax.scale_by_rms(decay=1.0, initial_scale=1.0)
   rmsprop_optax.rmsprop(0.0, momentum=0.0, weight_decay=0.0)
   rmsprop_optax.rmsprop(1e-3, momentum=0.999999)
 
@@ -152,6 +153,39 @@ def test_bias_correction_needs_a_fixed_decay_below_one():
   with pytest.raises(ValueError, match=r'\bdecay\b') as info:
     rmsprop_optax.rmsprop(1e-3, decay=1.0, bias_correction=True)
   assert '1' in str(info.value)
+
+
+@pytest.mark.parametrize(
+  'make, names',
+  [
+    (lambda: rmsprop_optax.rmsprop(1e-3, decay=1.0), ('decay', 'eps')),
+    (lambda: rmsprop_optax.scale_by_rms(jnp.float32(1.0)), ('decay', 'eps')),
+    (lambda: rmsprop_optax.scale_by_centered_rms(1.0), ('decay', 'eps')),
+    (lambda: presets.keras(1e-3, rho=1.0), ('rho', 'epsilon')),
+    (lambda: presets.pytorch(lr=1e-3, alpha=1.0), ('alpha', 'eps')),
+  ],
+  ids=['rmsprop', 'scale_by_rms', 'centered', 'keras', 'pytorch'],
+)
+def test_decay_one_with_zero_start_is_refused(make, names):
+  # nu = 1 * nu + 0 * g**2 stays 0, so each step would be lr * g / sqrt(eps): 5.0 for
+  # lr 1e-3, g 0.5, eps 1e-8 (sqrt(1e-8) = 1e-4). The error says why and offers both ways out.
+  decay_name, eps_name = names
+  with pytest.raises(ValueError) as info:
+    make()
+  message = str(info.value)
+  assert f'{decay_name}=1' in message and 'initial_scale=0' in message
+  assert f'{decay_name} below 1' in message and 'positive initial_scale' in message
+  assert 'power_decay' in message and f'sqrt({eps_name})' in message
+
+
+def test_decay_one_with_a_positive_start_is_a_fixed_denominator():
+  # nu stays at initial_scale = 4, so the step is lr * g / sqrt(4 + eps) = 0.1 * 2 / 2 = 0.1.
+  tx = rmsprop_optax.rmsprop(0.1, decay=1.0, eps=0.0, initial_scale=4.0)
+  params = jnp.zeros(2)
+  state = tx.init(params)
+  for _ in range(3):
+    updates, state = tx.update(jnp.full(2, 2.0), state, params)
+    np.testing.assert_allclose(updates, -0.1, rtol=1e-6)
 
 
 def test_mean_decay_without_centered():

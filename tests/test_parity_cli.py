@@ -7,6 +7,8 @@ bounds the table prints, which are the test suite's ``_harness.BOUNDS``.
 
 from __future__ import annotations
 
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -35,12 +37,36 @@ def test_table_for_optax(capsys):
   assert '1 passed, 0 failed' in out
 
 
-def test_missing_framework_is_reported_not_failed(capsys, monkeypatch):
+def test_a_missing_framework_that_was_asked_for_exits_non_zero(capsys, monkeypatch):
   monkeypatch.setattr(parity, 'installed', lambda fw: fw != 'torch')
   code = parity.main(['--framework', 'torch', '--steps', '2'])
+  captured = capsys.readouterr()
+  assert code == 2
+  assert 'not installed: torch' in captured.out and '0 passed, 0 failed' in captured.out
+  # It says how to install the framework, and the error names what was asked for.
+  assert 'pip install' in captured.out and 'torch==' in captured.out
+  assert '--framework torch' in captured.err and 'cannot be imported' in captured.err
+
+
+def test_a_missing_framework_in_the_default_run_is_reported_not_failed(capsys, monkeypatch):
+  monkeypatch.setattr(parity, 'installed', lambda fw: fw == 'optax')
+  code = parity.main(['--steps', '2', '--match', 'defaults'])
   out = capsys.readouterr().out
   assert code == 0
-  assert 'not installed' in out and 'not installed: torch' in out
+  assert 'not installed: bitsandbytes, keras, torch' in out
+  for fw in ('torch', 'keras', 'bitsandbytes'):
+    assert f'{fw} is not installed; to compare with it: pip install' in out
+  assert 'rmsprop_optax[test]' in out
+
+
+def test_install_hints_name_the_pins_of_the_test_extra():
+  # The hints must not drift from pyproject.toml, where the test extra pins these versions.
+  pyproject = (pathlib.Path(__file__).resolve().parents[1] / 'pyproject.toml').read_text()
+  for fw, hint in parity.INSTALL_HINTS.items():
+    requirement = re.search(r"pip install '([^']+)'", hint)
+    assert requirement and requirement.group(1).startswith(fw), hint
+    if fw != 'optax':  # optax is a core dependency, unpinned
+      assert f'"{requirement.group(1)}"' in pyproject, (fw, hint)
 
 
 def test_a_wrong_preset_fails_the_table():

@@ -71,6 +71,15 @@ def test_quadratic_shows_y_flip_and_log_loss(tmp_path):
   assert {line.get_label() for line in ax_loss.get_lines()} == {'sgd', 'rmsprop'}
   assert ax_loss.get_xlabel() == 'step'
   assert 'sgd' in _title(fig) and 'rmsprop' in _title(fig) and '0.01' in _title(fig)
+  # The y panel shows the first Y_STEPS steps and says so; the loss panel shows all of them
+  # and shades the part the y panel covers.
+  steps = quadratic.FAST_STEPS
+  assert len(sgd_y) == quadratic.Y_STEPS + 1 < steps
+  assert f'first {quadratic.Y_STEPS} of {steps} steps' in ax_y.get_title()
+  assert f'all {steps} steps' in ax_loss.get_title()
+  assert len(ax_loss.get_lines()[0].get_xdata()) == steps + 1
+  (shade,) = ax_loss.patches
+  np.testing.assert_allclose(shade.get_x() + shade.get_width(), quadratic.Y_STEPS)
   path = plotting.plot_result(result, tmp_path / 'quadratic.png')
   with open(path, 'rb') as f:
     assert f.read(8) == PNG_MAGIC
@@ -81,12 +90,19 @@ def test_rosenbrock_paths_on_contours_and_log_loss():
 
   result = rosenbrock.run(fast=True)
   fig = plotting.demo_figure(result)
-  ax_path, ax_loss = fig.axes
+  names = list(rosenbrock.optimizers())
+  *path_axes, ax_loss = fig.axes
   assert ax_loss.get_yscale() == 'log'
-  assert len(ax_loss.get_lines()) == len(rosenbrock.optimizers())
-  assert ax_path.collections, 'no contour lines'
-  path_labels = [line.get_label() for line in ax_path.get_lines()]
-  assert set(rosenbrock.optimizers()) <= set(path_labels)
+  assert len(ax_loss.get_lines()) == len(names)
+  # The paths share the valley floor: drawn on one panel, the last hides the others. Each has
+  # its own panel, so no path line is drawn over another's.
+  assert len(path_axes) == len(names)
+  for ax, name in zip(path_axes, names):
+    assert ax.collections, 'no contour lines'
+    labelled = [line for line in ax.get_lines() if not line.get_label().startswith('_')]
+    assert [line.get_label() for line in labelled] == [name]
+    np.testing.assert_allclose(labelled[0].get_xydata(), result['paths'][name])
+    assert name in ax.get_title() and f'{result["curves"][name][-1]:.1e}' in ax.get_title()
   _lrs_in_title(fig, rosenbrock.LEARNING_RATES)
 
 
@@ -191,11 +207,56 @@ def test_dqn_shows_greedy_return_and_random_baseline():
   smoothed = [line for line in ax.get_lines() if line.get_label() in lrs]
   assert len(smoothed) == len(lrs)
   assert smoothed[0].get_xdata()[-1] == 20_000
+  # The line is a trailing mean of 3 evaluations; the table's statistic (one evaluation of
+  # the final policy) is drawn too, as a diamond at the last x, and the title says which is which.
+  diamonds = [line for line in ax.get_lines() if line.get_marker() == 'D']
+  assert [float(d.get_ydata()[0]) for d in diamonds] == [100.0] * len(lrs)
+  assert all(float(d.get_xdata()[0]) == 20_000 for d in diamonds)
+  assert 'mean of the last 3' in ax.get_title() and "diamond: the table's" in ax.get_title()
   assert fig.axes[1].get_xlabel() == 'transitions'
   _lrs_in_title(fig, lrs)
 
 
-@pytest.mark.parametrize('name', ['char_lstm', 'matrix_factorization'])
+def test_char_lstm_plots_the_tables_validation_perplexity():
+  from rmsprop_optax.demos import char_lstm
+
+  lrs = char_lstm.LEARNING_RATES
+  steps, points = 300, char_lstm.EVAL_POINTS
+  val = {n: list(np.geomspace(90, 8 + i, points + 1)) for i, n in enumerate(lrs)}
+  result = {
+    'name': 'char_lstm',
+    'metrics': {n: {'val_perplexity': val[n][-1]} for n in lrs},
+    'curves': val,
+    'curve_label': 'validation perplexity (held-out text, per character)',
+    'curve_x': [i * steps / points for i in range(points + 1)],
+    'curve_x_label': 'step',
+    'curve_logy': True,
+    'baselines': {'unigram': 30.0},
+    'train_curves': {n: list(np.geomspace(80, 5, 50)) for n in lrs},
+    'train_curve_x': [(i + 0.5) * steps / 50 for i in range(50)],
+    'title': 'char LSTM: ' + plotting.versus(lrs),
+  }
+  fig = plotting.demo_figure(result)
+  ax_val, ax_train = fig.axes
+  assert 'validation' in ax_val.get_ylabel() and 'validation' in ax_val.get_title()
+  assert 'training' in ax_train.get_ylabel()
+  for name in lrs:
+    (line,) = [line for line in ax_val.get_lines() if line.get_label() == name]
+    # The last point of each validation line is the table's value, at the last step.
+    assert line.get_xdata()[-1] == steps and line.get_ydata()[-1] == val[name][-1]
+  _lrs_in_title(fig, lrs)
+
+
+def test_matrix_factorization_title_names_data_and_model_rank():
+  from rmsprop_optax.demos import matrix_factorization as mf
+
+  # The ratings are rank 5 (the module docstring's R = 3 + U V^T, U and V of rank RANK); the
+  # model has FACTORS = 10 factors. The title must not give the model's rank as the data's.
+  assert (mf.RANK, mf.FACTORS) == (5, 10)
+  assert '(600x400, data rank 5, model rank 10)' in mf.title()
+
+
+@pytest.mark.parametrize('name', ['matrix_factorization'])
 def test_generic_figures_use_real_steps_and_learning_rates(name):
   import importlib
 

@@ -35,12 +35,15 @@ def scan_in_chunks(
   *,
   desc: str = '',
   progress: bool = False,
+  after_chunk: Callable[[Any], None] | None = None,
 ) -> tuple[Any, Any]:
   """``lax.scan(step, carry, xs)`` split into ``num_chunks`` equal jitted pieces.
 
   ``xs`` is a pytree whose leaves have a leading axis of length ``T`` divisible
   by ``num_chunks``. The chunk function is compiled once (same shapes every
-  call). Returns the final carry and the per-step outputs (NumPy, length T).
+  call). ``after_chunk(carry)``, when given, is called after each chunk (e.g.
+  to evaluate on held-out data). Returns the final carry and the per-step
+  outputs (NumPy, length T).
   """
   leaves = jax.tree.leaves(xs)
   total = leaves[0].shape[0]
@@ -54,6 +57,8 @@ def scan_in_chunks(
       chunk = jax.tree.map(lambda a, i=i: a[i * size : (i + 1) * size], xs)
       carry, out = run_chunk(carry, chunk)
       outs.append(jax.device_get(out))
+      if after_chunk is not None:
+        after_chunk(carry)
       advance(size)
   stacked = jax.tree.map(lambda *a: np.concatenate(a, axis=0), *outs)
   return carry, stacked

@@ -75,6 +75,9 @@ UNKNOWN = '?'
 CONFIG_FAST = dict(hidden=64, embed=32, seq_len=32, batch=32, steps=300)
 CONFIG_FULL = dict(hidden=128, embed=32, seq_len=64, batch=32, steps=1000)
 VAL_FRACTION = 0.1
+# Validation perplexity is measured before training and after each 1/EVAL_POINTS
+# of the steps (the training loop runs in that many jitted chunks).
+EVAL_POINTS = 10
 
 
 # Learning rate per optimizer (constant; RMSprop decay 0.9; gradients clipped to
@@ -167,7 +170,13 @@ def _train(
   seed: int,
   desc: str,
   progress: bool,
-) -> tuple[list[float], dict[str, float]]:
+) -> tuple[list[float], dict[str, float], list[float]]:
+  """Trains one optimizer.
+
+  Returns the training-perplexity curve (means over 50 windows of steps), the
+  metrics, and the validation perplexity before training and after each of
+  ``EVAL_POINTS`` equal shares of the steps (the last one is the metric).
+  """
   init_key, data_key = jax.random.split(jax.random.key(seed))
   params = init_params(init_key, len(VOCAB), cfg['hidden'], cfg['embed'])
   opt_state = opt.init(params)
@@ -183,16 +192,26 @@ def _train(
 
   # The same random windows for every optimizer.
   starts = jax.random.randint(data_key, (cfg['steps'], cfg['batch']), 0, len(train) - window)
+  val_tokens = jnp.asarray(val_windows)
+  val_loss_fn = jax.jit(loss_fn)
+  val_curve = [float(np.exp(val_loss_fn(params, val_tokens)))]
   (params, _), losses = _common.scan_in_chunks(
-    step, (params, opt_state), starts, 10, desc=desc, progress=progress
+    step,
+    (params, opt_state),
+    starts,
+    EVAL_POINTS,
+    desc=desc,
+    progress=progress,
+    after_chunk=lambda carry: val_curve.append(float(np.exp(val_loss_fn(carry[0], val_tokens)))),
   )
-  val_loss = float(jax.jit(loss_fn)(params, jnp.asarray(val_windows)))
+  val_loss = float(val_loss_fn(params, val_tokens))
   metrics = {
     'val_perplexity': float(np.exp(val_loss)),
     'val_bits_per_char': val_loss / float(np.log(2.0)),
     'train_perplexity_last_10pct': float(np.exp(np.mean(losses[-len(losses) // 10 :]))),
   }
-  return [float(np.exp(v)) for v in _common.chunk_means(losses, 50)], metrics
+  train_curve = [float(np.exp(v)) for v in _common.chunk_means(losses, 50)]
+  return train_curve, metrics, val_curve
 
 
 def _data(cfg: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +236,7 @@ def run_rmsprop(
   cfg = CONFIG_FAST if fast else CONFIG_FULL
   train, val_windows = _data(cfg)
   opt = optimizers(accumulator_dtype)['rmsprop']
-  curve, metrics = _train(opt, train, val_windows, cfg, seed, f'{NAME}/rmsprop', progress)
+  curve, metrics, _ = _train(opt, train, val_windows, cfg, seed, f'{NAME}/rmsprop', progress)
   init_key = jax.random.split(jax.random.key(seed))[0]
   return {
     'metric': 'val_perplexity',
@@ -230,13 +249,19 @@ def run_rmsprop(
 
 
 def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
-  """Trains the LSTM with each optimizer; reports validation perplexity."""
+  """Trains the LSTM with each optimizer; reports validation perplexity.
+
+  ``curves`` is what the table leads with, the validation perplexity, at
+  ``EVAL_POINTS + 1`` points (its last value is the table's); ``train_curves``
+  is the training perplexity (means over 50 windows of steps).
+  """
   cfg = CONFIG_FAST if fast else CONFIG_FULL
   train, val_windows = _data(cfg)
   metrics: dict[str, dict[str, float]] = {}
   curves: dict[str, list[float]] = {}
+  train_curves: dict[str, list[float]] = {}
   for name, opt in optimizers().items():
-    curves[name], metrics[name] = _train(
+    train_curves[name], metrics[name], curves[name] = _train(
       opt, train, val_windows, cfg, seed, f'{NAME}/{name}', progress
     )
   unigram = unigram_perplexity(train, val_windows[:, 1:].ravel(), len(VOCAB))
@@ -246,16 +271,48 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
     'name': NAME,
     'metrics': metrics,
     'curves': curves,
-    'curve_label': 'training perplexity (per character)',
-    'curve_xlabel': f'step (x{cfg["steps"] // 50})',
+    'curve_label': 'validation perplexity (held-out text, per character)',
+    'curve_xlabel': 'step',
     'curve_logy': True,
     'baselines': {'unigram': unigram},
-    # The curves are means over 50 equal windows of steps: x at each window's middle.
-    'curve_x': [(i + 0.5) * cfg['steps'] / 50 for i in range(50)],
+    'curve_x': [i * cfg['steps'] / EVAL_POINTS for i in range(EVAL_POINTS + 1)],
     'curve_x_label': 'step (batches of 32 sequences)',
+    'train_curves': train_curves,
+    # The training curves are means over 50 equal windows of steps: x at each window's middle.
+    'train_curve_x': [(i + 0.5) * cfg['steps'] / 50 for i in range(50)],
     'learning_rates': dict(LEARNING_RATES),
     'title': (
-      f'char LSTM (hidden {cfg["hidden"]}, clip {CLIP_NORM:g}): training perplexity, '
-      + plotting.versus(LEARNING_RATES)
+      f'char LSTM (hidden {cfg["hidden"]}, clip {CLIP_NORM:g}): ' + plotting.versus(LEARNING_RATES)
     ),
   }
+
+
+def figure(result: dict[str, Any]) -> Any:
+  """Validation perplexity (the table's statistic) and training perplexity, side by side."""
+  import textwrap
+
+  import matplotlib.pyplot as plt
+
+  fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(12.0, 4.8), layout='constrained')
+  plotting.draw_curves(result, ax_val)
+  for line in ax_val.get_lines():
+    if line.get_label() in result['curves']:
+      line.set_marker('o')
+      line.set_markersize(3.5)
+  ax_val.set_title('validation perplexity (the table; last point = its value)', fontsize='medium')
+  if 'train_curves' in result:
+    train = {
+      'curves': result['train_curves'],
+      'curve_x': result['train_curve_x'],
+      'curve_x_label': result.get('curve_x_label', 'step'),
+      'curve_label': 'training perplexity (mean per window)',
+      'curve_logy': True,
+      'baselines': {},  # the unigram baseline is measured on the held-out text
+    }
+    plotting.draw_curves(train, ax_train)
+    ax_train.set_title('training perplexity (random training windows)', fontsize='medium')
+  else:
+    ax_train.set_visible(False)
+  title = result.get('title', result['name'])
+  fig.suptitle('\n'.join(textwrap.wrap(title, 110)), fontsize='medium')
+  return fig

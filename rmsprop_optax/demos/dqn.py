@@ -350,6 +350,7 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
     'greedy_curves': greedy_curves,
     'greedy_x': [i * steps * NUM_ENVS / EVAL_POINTS for i in range(EVAL_POINTS + 1)],
     'eval_episodes': EVAL_CURVE_EPISODES,
+    'final_eval_episodes': EVAL_EPISODES,
     'learning_rates': dict(LEARNING_RATES),
   }
 
@@ -368,6 +369,9 @@ def figure(result: dict[str, Any]) -> Any:
     color = plotting.color_for(name.split(' (')[0])
     ax.plot(x, values, 'o', color=color, markersize=3, alpha=0.4)
     ax.plot(x, plotting.smooth(values, 3), color=color, linewidth=1.8, label=name)
+    # The table's figure: one evaluation of the final policy on EVAL_EPISODES episodes.
+    final = result['metrics'][name]['greedy_mean_return']
+    ax.plot(x[-1], final, 'D', color=color, markeredgecolor='black', markersize=8, zorder=5)
   for label, value in result['baselines'].items():
     ax.axhline(value, linestyle='--', color='0.35', linewidth=1.2, label=label)
   values = [*result['greedy_curves'].values(), *result['curves'].values()]
@@ -375,7 +379,12 @@ def figure(result: dict[str, Any]) -> Any:
   ax.set_ylim(0, top)
   ax.set_xlabel('transitions')
   ax.set_ylabel(f'greedy return (mean of {result["eval_episodes"]} episodes, max 500)')
-  ax.set_title('greedy policy during training (dots; line: mean of the last 3)', fontsize='medium')
+  final_episodes = result.get('final_eval_episodes', EVAL_EPISODES)
+  ax.set_title(
+    'greedy policy during training (dots; line: mean of the last 3);\n'
+    f"diamond: the table's final greedy return ({final_episodes} episodes)",
+    fontsize='medium',
+  )
   ax.grid(True, alpha=0.3)
   ax.legend(loc='upper left', framealpha=0.9, fontsize='small')
   plotting.draw_curves({**result, 'curves': result['curves'], 'baselines': {}}, ax_train)

@@ -208,9 +208,15 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
     'curve_x': [(i + 0.5) * steps / 50 for i in range(50)],
     'curve_x_label': f'step (minibatches of {BATCH_SIZE} ratings)',
     'learning_rates': dict(PEAK_LEARNING_RATES),
-    'title': (
-      f'matrix factorisation ({NUM_USERS}x{NUM_ITEMS}, rank {FACTORS}): held-out RMSE, '
-      + plotting.versus(PEAK_LEARNING_RATES, prefix='peak lr ')
-      + ', cosine decay'
-    ),
+    'title': title(),
   }
+
+
+def title() -> str:
+  """The figure's title: the matrix, the data's rank and the (larger) model's, the rates."""
+  return (
+    f'matrix factorisation ({NUM_USERS}x{NUM_ITEMS}, data rank {RANK}, model rank '
+    f'{FACTORS}): held-out RMSE, '
+    + plotting.versus(PEAK_LEARNING_RATES, prefix='peak lr ')
+    + ', cosine decay'
+  )

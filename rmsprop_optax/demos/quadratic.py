@@ -79,7 +79,11 @@ Y_STEPS = 300
 
 
 def figure(result: dict[str, Any]) -> Any:
-  """Two panels: y(t) over the first ``Y_STEPS`` steps, and the loss on a log axis."""
+  """Two panels: y(t) over the first ``Y_STEPS`` steps, and the loss on a log axis.
+
+  Both titles say how many steps they show; the loss panel shades the steps
+  the y panel covers.
+  """
   import matplotlib.pyplot as plt
 
   from rmsprop_optax.demos import plotting
@@ -91,10 +95,20 @@ def figure(result: dict[str, Any]) -> Any:
   ax_y.axhline(0.0, color='black', linewidth=0.6)
   ax_y.set_xlabel('step')
   ax_y.set_ylabel('y (the steep coordinate)')
-  ax_y.set_title('y: SGD flips -2, +2, -2, ... (lr = 2 / curvature 200)', fontsize='medium')
+  steps = len(next(iter(result['y'].values()))) - 1
+  shown = min(Y_STEPS, steps)
+  ax_y.set_title(
+    f'y over the first {shown} of {steps} steps: SGD flips -2, +2, -2, ... '
+    '(lr = 2 / curvature 200)',
+    fontsize='medium',
+  )
   ax_y.grid(True, alpha=0.3)
   ax_y.legend(loc='lower right', framealpha=0.9, fontsize='small')
+  if shown < steps:  # where the left panel's steps lie on this one's axis
+    ax_loss.axvspan(0, shown, color='0.9', zorder=0, label=f'steps 0-{shown} (left panel)')
   plotting.draw_curves(result, ax_loss)
-  ax_loss.set_title('loss (log): SGD stuck at 100 * 2^2 = 400', fontsize='medium')
+  ax_loss.set_title(
+    f'loss (log), all {steps} steps: SGD stuck at 100 * 2^2 = 400', fontsize='medium'
+  )
   fig.suptitle(result['title'])
   return fig

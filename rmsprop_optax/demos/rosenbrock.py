@@ -41,9 +41,15 @@ LEARNING_RATES = {
 }
 
 
-def optimizers() -> dict[str, optax.GradientTransformation]:
-  """The five optimizers of the comparison (see the module docstring)."""
-  lr = LEARNING_RATES
+def optimizers(
+  learning_rates: dict[str, float] | None = None,
+) -> dict[str, optax.GradientTransformation]:
+  """The five optimizers of the comparison (see the module docstring).
+
+  ``learning_rates`` overrides :data:`LEARNING_RATES` per name (the notebooks
+  let the reader change them).
+  """
+  lr = {**LEARNING_RATES, **(learning_rates or {})}
   return {
     'sgd': optax.sgd(lr['sgd']),
     'momentum': optax.sgd(lr['momentum'], momentum=0.9),
@@ -53,12 +59,14 @@ def optimizers() -> dict[str, optax.GradientTransformation]:
   }
 
 
-def trajectories(num_steps: int = NUM_STEPS) -> dict[str, Trajectory]:
-  """Each optimizer's path on Rosenbrock from (-1.5, 2), float32."""
+def trajectories(
+  num_steps: int = NUM_STEPS, learning_rates: dict[str, float] | None = None
+) -> dict[str, Trajectory]:
+  """Each optimizer's path on Rosenbrock from (-1.5, 2), float32 (see :func:`optimizers`)."""
   problem = functions.ROSENBROCK
   return {
     name: run_trajectory(opt, problem.fn, problem.start, num_steps)
-    for name, opt in optimizers().items()
+    for name, opt in optimizers(learning_rates).items()
   }
 
 
@@ -94,22 +102,37 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
 
 
 def figure(result: dict[str, Any]) -> Any:
-  """Two panels: the paths over Rosenbrock's contours, and the loss on a log axis."""
+  """One path panel per optimizer over Rosenbrock's contours, and the loss on a log axis.
+
+  All paths follow the same curved valley, so drawn on one panel the last one
+  hides the others; each gets its own panel (same box, same contours), with
+  its end point marked and its final loss in the title.
+  """
   import matplotlib.pyplot as plt
 
   from rmsprop_optax.demos import plotting
 
-  fig, (ax_path, ax_loss) = plt.subplots(1, 2, figsize=(12.0, 5.0), layout='constrained')
-  plotting.plot_trajectories(
-    functions.ROSENBROCK,
-    result['paths'],
-    ax=ax_path,
-    markers=False,
-    title='paths from (-1.5, 2) to the minimum (1, 1)',
-    legend_loc='lower left',
-    styles={name: {'linewidth': 2.0} for name in result['paths']},
-  )
-  ax_path.title.set_fontsize('medium')
+  names = list(result['paths'])
+  fig = plt.figure(figsize=(14.0, 7.6), layout='constrained')
+  top, bottom = np.asarray(fig.subfigures(2, 1, height_ratios=[1.0, 1.15])).ravel()
+  path_axes = top.subplots(1, len(names), sharex=True, sharey=True)
+  for ax, name in zip(np.atleast_1d(path_axes), names):
+    path = np.asarray(result['paths'][name])
+    plotting.plot_trajectories(
+      functions.ROSENBROCK,
+      {name: path},
+      ax=ax,
+      markers=False,
+      title=f'{name}: loss {result["curves"][name][-1]:.1e} at the end',
+      legend_loc='lower left',
+      styles={name: {'linewidth': 2.0}},
+      levels=15,
+    )
+    ax.plot(path[-1, 0], path[-1, 1], 'o', color=plotting.color_for(name), markeredgecolor='black')
+    ax.title.set_fontsize('small')
+    ax.get_legend().remove()
+  top.suptitle('paths from (-1.5, 2) (black dot) to the minimum (1, 1) (star)', fontsize='medium')
+  ax_loss = bottom.subplots()
   plotting.draw_curves(result, ax_loss)
   ax_loss.set_title('loss (log axis)', fontsize='medium')
   steps = len(next(iter(result['paths'].values()))) - 1
