@@ -47,9 +47,11 @@ import _optimizer_zoo as zoo
 import jax
 import numpy as np
 import pytest
-from _harness import bits, max_rel_error, worker_env
+from _harness import bits, max_rel_error, need, worker_env
 
 from rmsprop_optax.demos import localhost_cluster, multihost
+
+need('orbax.checkpoint')  # the workers checkpoint with it
 
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / '_multihost_worker.py'

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _harness import need
 
-matplotlib = pytest.importorskip('matplotlib')
+matplotlib = need('matplotlib')
 matplotlib.use('Agg')
 
 from rmsprop_optax.demos import plotting  # noqa: E402
@@ -152,8 +153,8 @@ def test_digits_shows_test_accuracy_per_epoch():
 
 def test_digits_run_keeps_table_keys_and_adds_per_epoch_curves():
   """The result dict of a real run carries what the figure reads (cheap: 1 epoch)."""
-  pytest.importorskip('flax')
-  pytest.importorskip('sklearn')
+  need('flax')
+  need('sklearn')
   from rmsprop_optax.demos import digits
 
   data = digits.load_data()

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _harness import need
 
 import rmsprop_optax
 from rmsprop_optax.sweep import lr_sweep, tolerance_band
@@ -166,8 +167,8 @@ def test_band_lower_is_better_nan_and_edges():
 
 
 def test_demo_fast(tmp_path):
-  pytest.importorskip('flax')
-  pytest.importorskip('sklearn')
+  need('flax')
+  need('sklearn')
   from rmsprop_optax.demos import cli, lr_sensitivity, plotting
 
   assert cli.DEMOS['sweep'] == lr_sensitivity.__name__ and 'sweep' in cli.NOT_IN_ALL
