@@ -15,7 +15,7 @@ from rmsprop_optax import __version__
 # this module runs) imports JAX and optax.
 _COMMANDS = {
   'demo': ('rmsprop_optax.demos.cli', 'run the toy problems and applications, plot the curves'),
-  'bench': ('rmsprop_optax.bench', 'time the step against optax and PyTorch'),
+  'bench': ('rmsprop_optax.bench.cli', 'time the step against optax and PyTorch'),
   'parity': ('rmsprop_optax.parity', 'check the presets against the real frameworks'),
 }
 

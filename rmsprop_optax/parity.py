@@ -43,10 +43,18 @@ from rmsprop_optax._alias import rmsprop
 Params = dict[str, np.ndarray]
 Trajectory = list[Params]
 
-# The presets reproduce the frameworks within these relative errors.
+# The presets reproduce the frameworks within these relative errors (the test
+# suite asserts the same bounds). Float32 against a float64 reference: rounding
+# of ~6e-8 per operation, accumulated over up to 1,000 steps of moving averages
+# and momentum, stays well below 1e-5. Float64 against float64: rounding only
+# (~1.1e-16 per operation), with room for a different operation order and for
+# accumulation over 1,000 steps.
 FLOAT32_BOUND = 1e-5
 FLOAT64_BOUND = 1e-10
 BOUNDS = {'float32': FLOAT32_BOUND, 'float64': FLOAT64_BOUND}
+# Steps of every case: learning-rate schedules change the rate all along the
+# run, and the accumulators (memory 1 / (1 - decay): 10 to 100 steps at decay
+# 0.9 to 0.99) and momentum buffers reach their steady state.
 DEFAULT_STEPS = 300
 # Only guards a division by zero for an all-zero reference leaf.
 _TINY = 1e-300

@@ -1,4 +1,4 @@
-"""One process of a multi-process JAX job, started by test_multihost.py through the demo's launcher.
+"""One process of a multi-process JAX job, started by test_multihost.py through the localhost cluster launcher.
 
 ``python tests/_multihost_worker.py MODE [options] --coordinator H:P
 --num-processes N --process-id I`` joins the job (``jax.distributed.initialize``

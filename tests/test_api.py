@@ -34,7 +34,15 @@ PUBLIC = {
 def test_all_is_explicit_and_importable():
   assert set(rmsprop_optax.__all__) == PUBLIC
   for name in rmsprop_optax.__all__:
-    assert getattr(rmsprop_optax, name) is not None
+    obj = getattr(rmsprop_optax, name)
+    # Defined by this package under its public name: a placeholder (None) or a
+    # name bound to optax's own function or class instead of ours fails here.
+    if inspect.ismodule(obj):
+      assert obj.__name__ == f'rmsprop_optax.{name}', (name, obj)
+    else:
+      assert callable(obj), (name, obj)
+      assert obj.__module__.startswith('rmsprop_optax.'), (name, obj.__module__)
+      assert obj.__name__ == name, (name, obj.__name__)
 
 
 def test_version_matches_the_installed_metadata():

@@ -22,9 +22,10 @@ import _checkpoint_worker as worker
 import _optimizer_zoo as zoo
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from _harness import bits, worker_env
+from _harness import bits, need, worker_env
+
+ocp = need('orbax.checkpoint')
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE = TESTS.parent / 'rmsprop_optax'

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _harness import run_loop, small_params
 
 import rmsprop_optax
 
@@ -26,15 +27,12 @@ def quadratic_grads(params, t):
   )
 
 
-PARAMS = {'w': jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), 'b': jnp.array([0.5, -0.25])}
+PARAMS = small_params()
 
 
-def run(opt, steps=STEPS, params=PARAMS, grad_fn=quadratic_grads):
-  state = opt.init(params)
-  for t in range(steps):
-    updates, state = opt.update(grad_fn(params, t), state, params)
-    params = optax.apply_updates(params, updates)
-  return params, state
+def run(opt, steps=STEPS, grad_fn=quadratic_grads):
+  """This file's problem (PARAMS, quadratic_grads) in a Python loop: final params and state."""
+  return run_loop(opt, PARAMS, grad_fn, steps)
 
 
 def test_chain_with_clipping_equals_clipping_by_hand():

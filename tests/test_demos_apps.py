@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pytest
+from _harness import need
 
-pytest.importorskip('flax')
-pytest.importorskip('sklearn')
+need('flax')
+need('sklearn')
 
 # digits, fast (12 epochs): RMSprop test accuracy 0.961 (seeds 1, 2: 0.978,
 # 0.975); chance (majority class) 0.103; the bar, 0.95, sits between the two.
@@ -92,14 +92,9 @@ def test_matrix_factorization_rmsprop_beats_sgd() -> None:
 
 
 def test_cli_runs_one_demo(tmp_path, capsys) -> None:
-  import importlib.util
-
   from rmsprop_optax.__main__ import main
 
-  # The cheapest demo that exists: the toy quadratic (~2 s), else matrix
-  # factorisation (whose numbers are checked above).
-  have_quadratic = importlib.util.find_spec('rmsprop_optax.demos.quadratic') is not None
-  name = 'quadratic' if have_quadratic else 'matrix_factorization'
+  name = 'quadratic'  # the cheapest demo (~2 s)
   out = tmp_path / 'out'
   assert main(['demo', name, '--fast', '--out', str(out)]) == 0
   printed = capsys.readouterr().out
@@ -129,7 +124,7 @@ DQN_RANDOM_MAX = 40.0
 
 
 def test_dqn_cartpole_learns() -> None:
-  pytest.importorskip('gymnax')
+  need('gymnax')
   from rmsprop_optax.demos import dqn
 
   opt = dqn.optimizers()['rmsprop (dqn_nature)']

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _harness import RmspropReference
+from _harness import RmspropReference, need
 from _harness import trajectory as reference_trajectory
 
 import rmsprop_optax
@@ -149,7 +149,7 @@ def test_feed_gradients_classic_worked_example():
 
 @pytest.fixture
 def plt():
-  matplotlib = pytest.importorskip('matplotlib')
+  matplotlib = need('matplotlib')
   matplotlib.use('Agg')
   import matplotlib.pyplot as pyplot
 

@@ -1,6 +1,6 @@
 """Many processes on localhost: JAX's multi-controller runtime and orbax, nothing home-made.
 
-Each test starts a job with the demo's launcher (``rmsprop_optax.demos.multihost.launch``):
+Each test starts a job with the localhost cluster launcher (``rmsprop_optax.demos.localhost_cluster``):
 N Python processes of ``tests/_multihost_worker.py`` on 127.0.0.1, each with
 several virtual CPU devices (``JAX_NUM_CPU_DEVICES``) and gloo collectives,
 forming one global mesh. A process that fails makes the launcher kill the
@@ -32,7 +32,6 @@ trajectories drift apart at that scale, not at float32 rounding
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -48,9 +47,11 @@ import _optimizer_zoo as zoo
 import jax
 import numpy as np
 import pytest
-from _harness import bits, max_rel_error, worker_env
+from _harness import bits, max_rel_error, need, worker_env
 
-from rmsprop_optax.demos import multihost
+from rmsprop_optax.demos import localhost_cluster, multihost
+
+need('orbax.checkpoint')  # the workers checkpoint with it
 
 TESTS = Path(__file__).resolve().parent
 WORKER = TESTS / '_multihost_worker.py'
@@ -85,7 +86,7 @@ def _launch(mode: str, processes: int, devices: int, *args: str, **kwargs: Any) 
   ]  # fmt: skip
 
   def run() -> Any:
-    return multihost.launch(
+    return localhost_cluster.launch(
       command, processes, devices_per_process=devices, timeout=TIMEOUT_S, env=env, **kwargs
     )
 
@@ -93,7 +94,7 @@ def _launch(mode: str, processes: int, devices: int, *args: str, **kwargs: Any) 
     return run()
   try:
     return run()
-  except multihost.LaunchError as first:
+  except localhost_cluster.LaunchError as first:
     if first.timed_out:
       raise
     print(f'first attempt of {mode} on {processes} x {devices} failed, retrying:\n{first}')
@@ -104,11 +105,11 @@ def _launch(mode: str, processes: int, devices: int, *args: str, **kwargs: Any) 
     return run()
 
 
-def _result(finished: list[multihost.Finished]) -> dict[str, Any]:
+def _result(finished: list[localhost_cluster.Finished]) -> dict[str, Any]:
   """Process 0's ``RESULT`` line, once every process has exited cleanly."""
-  assert all(f.returncode == 0 for f in finished), multihost.outputs(finished, last=40)
+  assert all(f.returncode == 0 for f in finished), localhost_cluster.outputs(finished, last=40)
   lines = [ln for ln in finished[0].lines if ln.startswith('RESULT ')]
-  assert len(lines) == 1, multihost.outputs(finished, last=40)
+  assert len(lines) == 1, localhost_cluster.outputs(finished, last=40)
   return json.loads(lines[0][len('RESULT ') :])
 
 
@@ -244,7 +245,7 @@ def test_kill_during_async_save_keeps_the_previous_checkpoint(saved, tmp_path):
     'crash', 2, 4, '--dir', str(tmp_path), '--crash-at', str(CRASH_AT),
     on_line=kill_when_saving, check=False,
   )  # fmt: skip
-  assert killed_at, multihost.outputs(finished)
+  assert killed_at, localhost_cluster.outputs(finished)
   assert finished[0].returncode == -signal.SIGKILL
   assert all(f.returncode != 0 for f in finished[1:])  # the peer was stopped, not left hanging
   done, other = _orbax_steps(tmp_path / 'float32')
@@ -265,56 +266,6 @@ def test_kill_during_async_save_keeps_the_previous_checkpoint(saved, tmp_path):
   _assert_bit_identical(
     _load(out / 'float32_continued.npz'), _load(directory / 'float32_final.npz')
   )
-
-
-def test_a_failed_process_stops_its_peers():
-  start = time.monotonic()
-  code = 'import sys, time; sys.exit(3) if sys.argv[-1] == "0" else time.sleep(120)'
-  with pytest.raises(multihost.LaunchError, match='process 0 exited with status 3') as info:
-    multihost.launch([sys.executable, '-c', code], 2, devices_per_process=1, timeout=100)
-  assert time.monotonic() - start < 30
-  assert not info.value.timed_out
-
-
-def test_a_hung_process_is_killed_at_the_timeout():
-  start = time.monotonic()
-  code = 'import time; time.sleep(120)'
-  with pytest.raises(multihost.LaunchError, match='past the 3 s timeout') as info:
-    multihost.launch([sys.executable, '-c', code], 2, devices_per_process=1, timeout=3)
-  assert time.monotonic() - start < 30
-  assert all(f.returncode == -signal.SIGKILL for f in info.value.finished)
-  assert info.value.timed_out
-
-
-def test_an_error_in_the_launcher_leaves_no_process_behind():
-  seen: list[subprocess.Popen[str]] = []
-
-  def fail(i: int, line: str, processes: list[subprocess.Popen[str]]) -> None:
-    seen[:] = processes
-    raise RuntimeError('the callback failed')
-
-  code = 'import time; print("up", flush=True); time.sleep(120)'
-  with pytest.raises(RuntimeError, match='the callback failed'):
-    multihost.launch([sys.executable, '-c', code], 2, devices_per_process=1, on_line=fail)
-  assert len(seen) == 2
-  assert all(p.returncode == -signal.SIGKILL for p in seen)
-
-
-def test_free_port_is_below_the_ephemeral_range():
-  low = int(Path('/proc/sys/net/ipv4/ip_local_port_range').read_text().split()[0])
-  assert all(10000 <= multihost.free_port() < low for _ in range(20))
-
-
-def test_free_port_when_the_ephemeral_range_starts_low(monkeypatch):
-  # Nothing lies between 10000 and the range's start: any free port, from the kernel.
-  monkeypatch.setattr(multihost, 'open', lambda *a, **k: io.StringIO('5000 60999\n'), raising=False)
-  port = multihost.free_port()
-  assert 1 <= port < 65536 and port != 10000
-
-
-def test_launch_rejects_no_processes():
-  with pytest.raises(ValueError, match='num_processes'):
-    multihost.launch([sys.executable, '-c', 'pass'], 0)
 
 
 def test_demo_trains_checkpoints_and_resumes_on_another_process_count(tmp_path):

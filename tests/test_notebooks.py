@@ -10,6 +10,7 @@ no outputs.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pathlib
@@ -21,6 +22,7 @@ import time
 import nbclient
 import nbformat
 import pytest
+from _harness import need
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
@@ -47,6 +49,19 @@ def test_notebook_stored_without_outputs(path):
       assert cell.outputs == [] and cell.execution_count is None, f'{path.name}: clear outputs'
 
 
+def _imports(path: pathlib.Path) -> list[str]:
+  """The top-level packages a notebook imports, but the standard library."""
+  names = set()
+  for cell in nbformat.read(path, as_version=4).cells:
+    if cell.cell_type == 'code':
+      for node in ast.walk(ast.parse(cell.source)):
+        if isinstance(node, ast.Import):
+          names |= {a.name.split('.')[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+          names.add(node.module.split('.')[0])
+  return sorted(names - set(sys.stdlib_module_names))
+
+
 @pytest.fixture(scope='session')
 def kernel_spec_manager(tmp_path_factory):
   """A ``python3`` kernelspec whose argv is this interpreter."""
@@ -62,6 +77,8 @@ def kernel_spec_manager(tmp_path_factory):
 
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, kernel_spec_manager, monkeypatch):
+  for module in _imports(path):
+    need(module)  # skipped where an extra the notebook imports is missing (an error in CI)
   # The kernel inherits this environment.
   monkeypatch.setenv('MPLBACKEND', 'Agg')
   monkeypatch.setenv('KERAS_BACKEND', 'jax')

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _harness import small_params
 
 import rmsprop_optax
 from rmsprop_optax import _checks
@@ -31,13 +32,9 @@ CONFIGS = {
 }
 
 
-def _params():
-  return {'w': jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), 'b': jnp.array([0.5, -0.25])}
-
-
 def _grads(i):
   key = jax.random.PRNGKey(i)
-  return jax.tree.map(lambda p: jax.random.normal(key, p.shape), _params())
+  return jax.tree.map(lambda p: jax.random.normal(key, p.shape), small_params())
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -45,7 +42,7 @@ def test_injected_state_has_the_plain_structure_and_needs_no_params(name):
   kwargs = CONFIGS[name]
   plain = rmsprop_optax.rmsprop(0.1, **kwargs)
   injected = optax.inject_hyperparams(rmsprop_optax.rmsprop)(learning_rate=0.1, **kwargs)
-  params = _params()
+  params = small_params()
   plain_state, inj_state = plain.init(params), injected.init(params)
   assert jax.tree.structure(inj_state.inner_state) == jax.tree.structure(plain_state)
   assert 'weight_decay' not in inj_state.hyperparams
@@ -56,7 +53,7 @@ def test_injected_state_has_the_plain_structure_and_needs_no_params(name):
 
 
 def test_python_zero_weight_decay_adds_no_step():
-  params = _params()
+  params = small_params()
   zero = rmsprop_optax.rmsprop(0.1, weight_decay=0.0).init(params)
   none = rmsprop_optax.rmsprop(0.1).init(params)
   assert jax.tree.structure(zero) == jax.tree.structure(none)
@@ -64,7 +61,7 @@ def test_python_zero_weight_decay_adds_no_step():
 
 @pytest.mark.parametrize('decoupled', [False, True])
 def test_injected_weight_decay_matches_plain_and_can_be_changed(decoupled):
-  params = _params()
+  params = small_params()
   factory = optax.inject_hyperparams(rmsprop_optax.rmsprop)
   injected = factory(learning_rate=0.1, weight_decay=1e-2, decoupled_weight_decay=decoupled)
   state = injected.init(params)
@@ -86,7 +83,7 @@ def test_injected_weight_decay_matches_plain_and_can_be_changed(decoupled):
 
 def test_an_injected_zero_weight_decay_is_a_hyperparameter():
   """Passed explicitly, 0 becomes an array that can be raised later, so the step stays."""
-  params = _params()
+  params = small_params()
   injected = optax.inject_hyperparams(rmsprop_optax.rmsprop)(learning_rate=0.1, weight_decay=0.0)
   state = injected.init(params)
   assert 'weight_decay' in state.hyperparams
@@ -105,7 +102,7 @@ def test_gradient_dtypes_are_checked_once_per_update(monkeypatch):
 
   monkeypatch.setattr(_checks, 'check_float_updates', counting)
   opt = rmsprop_optax.rmsprop(0.1, momentum=0.9, centered=True)
-  params = _params()
+  params = small_params()
   opt.update(_grads(0), opt.init(params), params)
   assert calls == ['rmsprop']
   calls.clear()

@@ -85,7 +85,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _harness import run_worker
+from _harness import (
+  max_elementwise_rel_error,
+  max_rel_error,
+  run_worker,
+  scan_trajectory,
+  scan_updates,
+)
 from optax import contrib
 
 from rmsprop_optax import rmsprop, scale_by_centered_rms, scale_by_rms
@@ -627,14 +633,7 @@ def _regression_problem(dtype, steps):
 
 def _trajectory(opt, params, batches, loss):
   """Params after each step, stacked along a leading axis."""
-
-  def body(carry, batch):
-    p, s = carry
-    updates, s = opt.update(jax.grad(loss)(p, *batch), s, p)
-    p = optax.apply_updates(p, updates)
-    return (p, s), p
-
-  return jax.jit(lambda p: jax.lax.scan(body, (p, opt.init(p)), batches)[1])(params)
+  return scan_trajectory(opt, params, batches, lambda p, batch: jax.grad(loss)(p, *batch))
 
 
 # Every option optax.rmsprop shares with rmsprop_optax.rmsprop but bias
@@ -661,7 +660,7 @@ def test_matches_optax_rmsprop(name):
   ours = _trajectory(rmsprop(1e-2, **kwargs), params, batches, loss)
   theirs = _trajectory(optax.rmsprop(1e-2, **kwargs), params, batches, loss)
   for leaf, a, b in zip(('b', 'w'), jax.tree.leaves(ours), jax.tree.leaves(theirs)):
-    err = float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+    err = max_rel_error(a, b)
     assert err <= MATCH_OPTAX_RTOL, f'{name} {leaf}: {err:.3e}'
 
 
@@ -669,38 +668,28 @@ def _bias_corrected_rms_outputs(dtype):
   """Updates of ours and Optax's scale_by_rms(decay=0.999, bias_correction=True)."""
   grads = np.random.default_rng(0).standard_normal((BIAS_CORRECTION_STEPS, 64), np.float32)
   grads = jnp.asarray(grads, dtype)
-  outputs = []
-  for tx in (
-    scale_by_rms(decay=0.999, bias_correction=True),
-    optax.scale_by_rms(decay=0.999, bias_correction=True),
-  ):
-
-    def body(state, g, tx=tx):
-      updates, state = tx.update(g, state)
-      return state, updates
-
-    run = jax.jit(lambda gs, tx=tx, body=body: jax.lax.scan(body, tx.init(gs[0]), gs)[1])
-    outputs.append(np.asarray(run(grads)))
-  return outputs
-
-
-def _max_rel(a, b):
-  return float(np.max(np.abs(a - b) / np.abs(b)))
+  return [
+    np.asarray(scan_updates(tx, grads)[0])
+    for tx in (
+      scale_by_rms(decay=0.999, bias_correction=True),
+      optax.scale_by_rms(decay=0.999, bias_correction=True),
+    )
+  ]
 
 
 def test_bias_correction_difference_float32():
   ours, theirs = _bias_corrected_rms_outputs(jnp.float32)
   assert ours.dtype == theirs.dtype == np.float32
-  diff = _max_rel(ours, theirs)
+  diff = max_elementwise_rel_error(ours, theirs)
   assert 0 < diff <= BIAS_CORRECTION_F32_BOUND, diff
   # The same formula in float64 (decay 0.999 exactly): ours is the closer one.
   with jax.enable_x64(True):
     reference, _ = _bias_corrected_rms_outputs(jnp.float64)
-  assert _max_rel(ours, reference) < _max_rel(theirs, reference)
+  assert max_elementwise_rel_error(ours, reference) < max_elementwise_rel_error(theirs, reference)
 
 
 def test_bias_correction_difference_float64(x64):
   ours, theirs = _bias_corrected_rms_outputs(jnp.float64)
   assert ours.dtype == theirs.dtype == np.float64
   # Measured 7.5e-15: the same formula, so the float32 gap is rounding alone.
-  assert _max_rel(ours, theirs) <= BIAS_CORRECTION_F64_BOUND
+  assert max_elementwise_rel_error(ours, theirs) <= BIAS_CORRECTION_F64_BOUND

@@ -1,19 +1,18 @@
-"""presets.bitsandbytes against the installed bitsandbytes (CPU kernels), code for code.
+"""presets.bitsandbytes against the installed bitsandbytes (CPU kernels), code for code."""
 
-bitsandbytes is in the ``test`` extra: a failed import fails these tests.
-"""
-
-import bitsandbytes as bnb
-import bitsandbytes.functional as bnb_functional
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-import torch
+from _harness import need
 
-from rmsprop_optax import find_rms_state, presets, quantized, rmsprop
-from rmsprop_optax._quantize import code_map
+torch = need('torch')
+bnb = need('bitsandbytes')
+bnb_functional = need('bitsandbytes.functional')
+
+from rmsprop_optax import find_rms_state, presets, quantized, rmsprop  # noqa: E402
+from rmsprop_optax._quantize import code_map  # noqa: E402
 
 # (64, 256): flat blocks are rows; (300, 70): flat blocks straddle rows;
 # (40, 50): below min_8bit_size, float32 state; (5000,): 1-D, a short last block.

@@ -2,7 +2,7 @@
 
 Reference: ``optax.rmsprop`` (always installed) for the passing rows; a
 deliberately wrong transformation for the failing row. Tolerance: the
-bounds the table prints, which are the test suite's ``_harness.BOUNDS``.
+bounds the table prints, which the test suite's ``_harness.BOUNDS`` are.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def test_a_wrong_preset_fails_the_table():
 
 def test_the_table_uses_the_suites_bounds_and_metric():
   """The CLI's bounds and error are the ones the parity tests assert with."""
-  assert parity.BOUNDS == BOUNDS
+  assert BOUNDS is parity.BOUNDS  # defined once, in parity
   rng = np.random.default_rng(0)
   expected = [{'w': rng.normal(size=(3, 2)), 'b': rng.normal(size=2)} for _ in range(4)]
   actual = [{k: v * (1 + 1e-6 * rng.normal(size=v.shape)) for k, v in e.items()} for e in expected]

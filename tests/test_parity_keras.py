@@ -12,10 +12,10 @@ import inspect
 import os
 
 import pytest
-from _harness import BOUNDS, CONTRAST, CONTRAST_STEPS, FLOAT64_BOUND, LONG_STEPS, PARITY_STEPS
+from _harness import BOUNDS, CONTRAST, FLOAT64_BOUND, LONG_STEPS, PARITY_STEPS, contrast, need
 
 os.environ.setdefault('KERAS_BACKEND', 'jax')
-keras = pytest.importorskip('keras')  # in the `test` extra: runs in CI
+keras = need('keras')
 
 from rmsprop_optax import parity, presets, rmsprop  # noqa: E402
 
@@ -76,13 +76,8 @@ def test_argument_names_and_defaults_match_keras():
 
 
 def _contrast(tx, kwargs):
-  case = parity.Case(
-    'keras',
-    'contrast',
-    lambda: tx,
-    lambda problem, steps: parity.run_keras(kwargs, problem, steps),
-  )
-  return parity.measure(case, 'float64', CONTRAST_STEPS)
+  """Error of ``tx`` against Keras with ``kwargs`` (float64)."""
+  return contrast(tx, lambda problem, steps: parity.run_keras(kwargs, problem, steps))
 
 
 def test_keras_puts_eps_inside_the_root():

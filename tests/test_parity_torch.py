@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from _harness import BOUNDS, CONTRAST, CONTRAST_STEPS, FLOAT64_BOUND, LONG_STEPS, PARITY_STEPS
+from _harness import BOUNDS, CONTRAST, FLOAT64_BOUND, LONG_STEPS, PARITY_STEPS, contrast, need
 
-torch = pytest.importorskip('torch')  # in the `test` extra: runs in CI
+torch = need('torch')
 
 import optax  # noqa: E402
 
@@ -67,17 +67,11 @@ def test_argument_names_and_defaults_match_torch():
     assert p.default == torch_sig[name].default, name
 
 
-def _contrast(tx: optax.GradientTransformation, kwargs: dict, schedule: bool, dtype='float64'):
-  """Error of ``tx`` against torch with ``kwargs`` (ExponentialLR if ``schedule``)."""
-  case = parity.Case(
-    'torch',
-    'contrast',
-    lambda: tx,
-    CASES[EXPONENTIAL].reference
-    if schedule
-    else (lambda problem, steps: parity.run_torch(kwargs, problem, steps)),
-  )
-  return parity.measure(case, dtype, CONTRAST_STEPS)
+def _contrast(tx: optax.GradientTransformation, kwargs: dict, schedule: bool):
+  """Error of ``tx`` against torch with ``kwargs`` (ExponentialLR if ``schedule``), float64."""
+  if schedule:
+    return contrast(tx, CASES[EXPONENTIAL].reference)
+  return contrast(tx, lambda problem, steps: parity.run_torch(kwargs, problem, steps))
 
 
 def test_torch_puts_eps_outside_the_root():

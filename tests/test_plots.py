@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _harness import need
 
-matplotlib = pytest.importorskip('matplotlib')
+matplotlib = need('matplotlib')
 matplotlib.use('Agg')
 
 from rmsprop_optax.demos import plotting  # noqa: E402
@@ -168,8 +169,8 @@ def test_digits_shows_test_accuracy_per_epoch():
 
 def test_digits_run_keeps_table_keys_and_adds_per_epoch_curves():
   """The result dict of a real run carries what the figure reads (cheap: 1 epoch)."""
-  pytest.importorskip('flax')
-  pytest.importorskip('sklearn')
+  need('flax')
+  need('sklearn')
   from rmsprop_optax.demos import digits
 
   data = digits.load_data()
@@ -287,7 +288,7 @@ def test_generic_figures_use_real_steps_and_learning_rates(name):
 def test_sweep_perplexity_axis_has_plain_tick_labels():
   # A hand-made sweep result: the LSTM panel spans 20..100 on a log axis, less than a decade,
   # where matplotlib's default labels read 2x10^1 .. 6x10^1.
-  from rmsprop_optax.demos import sweep
+  from rmsprop_optax.demos import lr_sensitivity
 
   lrs = [1e-3, 1e-2, 1e-1, 1.0]
   band = {'best_lr': 0.1, 'best_value': 22.5, 'low': 0.05, 'high': 0.2, 'decades': 0.6}
@@ -301,7 +302,7 @@ def test_sweep_perplexity_axis_has_plain_tick_labels():
     'seeds': [0, 1],
     'sweeps': {'digits': {'rmsprop': acc}, 'lstm': {'rmsprop': summary, 'sgd': summary}},
   }
-  fig = sweep.figure(result)
+  fig = lr_sensitivity.figure(result)
   fig.canvas.draw()
   ax = fig.axes[1]
   assert ax.get_yscale() == 'log'

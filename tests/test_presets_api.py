@@ -13,10 +13,10 @@ import inspect
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _harness import normal_grads, run_loop, small_params
 
 from rmsprop_optax import presets
 
@@ -107,23 +107,12 @@ def test_names_and_defaults(name):
   assert {k: p.default for k, p in params.items()} == DOCUMENTED_DEFAULTS[name]
 
 
-def _params():
-  return {'w': jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), 'b': jnp.array([0.5, -0.25, 2.0])}
-
-
 def _grads(t: int):
-  rng = np.random.default_rng(t)
-  return jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), _params())
+  return normal_grads(small_params(), t)
 
 
 def _run(tx, steps):
-  params = _params()
-  state = tx.init(params)
-  update = jax.jit(tx.update)
-  for t in range(steps):
-    updates, state = update(_grads(t), state, params)
-    params = optax.apply_updates(params, updates)
-  return params
+  return run_loop(tx, small_params(), lambda _, t: _grads(t), steps, jit=True)[0]
 
 
 @pytest.mark.parametrize('name', sorted(FULL))
@@ -148,7 +137,7 @@ def test_learning_rate_schedule_equals_injected_learning_rate(name):
 def test_apply_if_finite_skips_non_finite_steps(name, bad):
   """A NaN or inf gradient leaves the params and the preset's state untouched."""
   tx = optax.apply_if_finite(getattr(presets, name)(**{LR_NAME[name]: 1e-2}, **FULL[name]), 3)
-  params = _params()
+  params = small_params()
   state = tx.init(params)
   updates, state = tx.update(_grads(0), state, params)
   params = optax.apply_updates(params, updates)

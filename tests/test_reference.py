@@ -13,9 +13,15 @@ import itertools
 
 import jax
 import numpy as np
-import optax
 import pytest
-from _harness import FLOAT32_BOUND, FLOAT64_BOUND, RmspropReference, max_rel_error, schedule_pair
+from _harness import (
+  FLOAT32_BOUND,
+  FLOAT64_BOUND,
+  RmspropReference,
+  max_rel_error,
+  scan_trajectory,
+  schedule_pair,
+)
 from _harness import trajectory as reference_trajectory
 
 import rmsprop_optax
@@ -60,19 +66,8 @@ def make_problem(seed: int, dtype, zero_first: bool = False):
 
 
 def run_ours(opt, params, grads):
-  """Params after each step, from one jitted scan."""
-
-  def body(carry, g):
-    p, s = carry
-    u, s = opt.update(g, s, p)
-    p = optax.apply_updates(p, u)
-    return (p, s), p
-
-  @jax.jit
-  def run(params, grads):
-    return jax.lax.scan(body, (params, opt.init(params)), grads)[1]
-
-  return jax.tree.map(np.asarray, run(params, grads))
+  """Params after each step, from one jitted scan, as NumPy."""
+  return jax.tree.map(np.asarray, scan_trajectory(opt, params, grads))
 
 
 def run_reference(ref: RmspropReference, params, grads):

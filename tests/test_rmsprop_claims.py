@@ -18,20 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _harness import RmspropReference
+from _harness import RmspropReference, scan_updates
 
 import rmsprop_optax
 
 
 def run_transform(tx, grads, params=None):
-  """Outputs and states for a sequence of gradients (jitted scan)."""
-  params = jnp.zeros_like(grads[0]) if params is None else params
-
-  def body(state, g):
-    out, state = tx.update(g, state, params)
-    return state, (out, state)
-
-  return jax.jit(lambda gs: jax.lax.scan(body, tx.init(params), gs)[1])(grads)
+  """Outputs and states for a sequence of gradients (jitted scan); params default to zeros."""
+  return scan_updates(tx, grads, jnp.zeros_like(grads[0]) if params is None else params)
 
 
 @pytest.mark.parametrize('decay', [0.9, 0.99, 0.999])

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _harness import need
 
 import rmsprop_optax
 from rmsprop_optax.sweep import lr_sweep, tolerance_band
@@ -166,10 +167,9 @@ def test_band_lower_is_better_nan_and_edges():
 
 
 def test_demo_fast(tmp_path):
-  pytest.importorskip('flax')
-  pytest.importorskip('sklearn')
-  from rmsprop_optax.demos import cli, plotting
-  from rmsprop_optax.demos import sweep as lr_sensitivity
+  need('flax')
+  need('sklearn')
+  from rmsprop_optax.demos import cli, lr_sensitivity, plotting
 
   assert cli.DEMOS['sweep'] == lr_sensitivity.__name__ and 'sweep' in cli.NOT_IN_ALL
   result = lr_sensitivity.run(fast=True, seed=0)
@@ -211,7 +211,7 @@ def test_demo_fast(tmp_path):
 
 
 def test_demo_refuses_no_seeds():
-  from rmsprop_optax.demos import sweep as lr_sensitivity
+  from rmsprop_optax.demos import lr_sensitivity
 
   with pytest.raises(ValueError, match='num_seeds must be at least 1, got 0'):
     lr_sensitivity.run(fast=True, num_seeds=0)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from _harness import rms_outputs
+from _harness import rms_outputs, scan_updates
 
 import rmsprop_optax
 from rmsprop_optax import ScaleByCenteredRmsState, ScaleByRmsState
@@ -263,11 +263,8 @@ def test_state_is_a_scan_carry(name):
   tx = TRANSFORMS[name](0.9, 1e-8, bias_correction=True)
   grads = jnp.asarray(np.random.default_rng(2).normal(size=(30, 4)), jnp.float32)
 
-  def body(state, g):
-    out, state = tx.update(g, state)
-    return state, out
-
-  state, outs = jax.lax.scan(body, tx.init(jnp.zeros(4)), grads)
+  outs, states = scan_updates(tx, grads)
+  state = jax.tree.map(lambda x: x[-1], states)
   # Same as a Python loop.
   loop_state = tx.init(jnp.zeros(4))
   for t in range(30):

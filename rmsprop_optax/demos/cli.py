@@ -32,7 +32,7 @@ DEMOS = {
   'char_lstm': 'rmsprop_optax.demos.char_lstm',
   'dqn': 'rmsprop_optax.demos.dqn',
   'matrix_factorization': 'rmsprop_optax.demos.matrix_factorization',
-  'sweep': 'rmsprop_optax.demos.sweep',
+  'sweep': 'rmsprop_optax.demos.lr_sensitivity',
   'low_memory': 'rmsprop_optax.demos.low_memory',
 }
 # Run only when named: too long for `all` (the full learning-rate sweep takes 10-30 minutes, the

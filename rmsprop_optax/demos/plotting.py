@@ -285,11 +285,18 @@ def caption(fig: Any, text: str) -> None:
 
 
 def demo_figure(result: Mapping[str, Any]) -> Any:
-  """The figure of one demo result: its module's ``figure(result)``, else :func:`curves_figure`."""
+  """The figure of one demo result: its module's ``figure(result)``, else :func:`curves_figure`.
+
+  The module is the one the command line runs under the result's name (``cli.DEMOS``), else
+  ``rmsprop_optax.demos.<name>``.
+  """
   import importlib
 
+  from rmsprop_optax.demos.cli import DEMOS  # here: cli imports this module
+
+  name = result['name']
   try:
-    module = importlib.import_module(f'rmsprop_optax.demos.{result["name"]}')
+    module = importlib.import_module(DEMOS.get(name, f'rmsprop_optax.demos.{name}'))
   except ModuleNotFoundError:
     module = None
   draw = getattr(module, 'figure', None)

@@ -1,4 +1,4 @@
-"""Learning-rate sensitivity: five optimizers x a log grid of learning rates x seeds, one jit each.
+"""The sweep demo, learning-rate sensitivity: five optimizers x a log grid of lrs x seeds, one jit each.
 
 Each optimizer's whole grid (learning rates x random seeds) on a model is one
 call of :func:`rmsprop_optax.sweep.lr_sweep`: one compiled program, the runs
