@@ -156,9 +156,9 @@ def quantized(
       its 0.
 
   Returns:
-    A spec for ``accumulator_dtype=``: ``nu``, ``mu`` and the momentum buffer of
-    leaves of at least ``min_size`` real float elements become
-    :class:`QuantizedArray` (uint8 codes and float32 scales). For 4 bits a
+    A spec for ``accumulator_dtype=``: ``nu``, ``mu`` and the momentum buffer
+    become :class:`QuantizedTree` s: uint8 codes and float32 scales for leaves
+    of at least ``min_size`` real float elements, float32 for the others. For 4 bits a
     leaf's last axis must also have even length (two codes share a byte).
 
   Raises:
@@ -171,8 +171,8 @@ def quantized(
     >>> import jax, jax.numpy as jnp, rmsprop_optax
     >>> opt = rmsprop_optax.rmsprop(1e-3, accumulator_dtype=rmsprop_optax.quantized(8))
     >>> state = opt.init({'w': jnp.zeros((256, 1024))})
-    >>> nu = rmsprop_optax.find_rms_state(state).nu['w']
-    >>> nu.codes.dtype, nu.codes.shape, nu.scale.shape
+    >>> nu = rmsprop_optax.find_rms_state(state).nu
+    >>> nu.codes['w'].dtype, nu.codes['w'].shape, nu.scale['w'].shape
     (dtype('uint8'), (256, 1024), (256, 4))
   """
   if block_size is None:
