@@ -12,7 +12,7 @@ Modes:
 - ``sharding``: ``jax.jit(opt.init)`` on global params, for every optimizer of
   ``_optimizer_zoo`` and quantized state, in both layouts of the demo
   (``fsdp``, ``dm``): each state buffer must have its param's sharding; the
-  restore target built by ``multihost.state_target`` must say the same.
+  restore target built by ``sharded_mlp.state_target`` must say the same.
 - ``train``: data-parallel training from the demo's initial params, each
   process feeding its own rows of every batch; a checkpoint at ``--save-at``
   (orbax ``CheckpointManager``), the state at ``--save-at`` and at the end
@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _optimizer_zoo as zoo  # noqa: E402
 
 import rmsprop_optax  # noqa: E402
-from rmsprop_optax.demos import multihost  # noqa: E402
+from rmsprop_optax.demos import sharded_mlp  # noqa: E402
 
 # The optimizers whose trajectories and checkpoints are compared: the demo's
 # centered RMSprop with momentum, with float32 and with 8-bit state.
@@ -70,20 +70,20 @@ def trajectory(
   opt_state: Any = None,
 ) -> tuple[Any, Any, list[float]]:
   """Trains steps ``start`` to ``stop`` of the demo's problem; fresh params when none are given."""
-  opt = multihost.make_optimizer(state)
+  opt = sharded_mlp.make_optimizer(state)
   if params is None:
-    params = multihost.place_params(multihost.host_params(), mesh, layout)
+    params = sharded_mlp.place_params(sharded_mlp.host_params(), mesh, layout)
     opt_state = jax.jit(opt.init)(params)
-  step = multihost.make_step(opt)
+  step = sharded_mlp.make_step(opt)
   losses = []
   for i in range(start, stop):
-    params, opt_state, loss = step(params, opt_state, *multihost.place_batch(i, mesh))
+    params, opt_state, loss = step(params, opt_state, *sharded_mlp.place_batch(i, mesh))
     losses.append(float(loss))
   return params, opt_state, losses
 
 
 def mesh_from(arg: str | None) -> Any:
-  return multihost.make_mesh(None if arg is None else tuple(int(n) for n in arg.split('x')))
+  return sharded_mlp.make_mesh(None if arg is None else tuple(int(n) for n in arg.split('x')))
 
 
 def _write(path: str, arrays: dict[str, np.ndarray]) -> None:
@@ -92,8 +92,8 @@ def _write(path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _target(opt: Any, mesh: Any, layout: str) -> dict[str, Any]:
-  params = multihost.abstract_params(mesh, layout)
-  return {'params': params, 'opt_state': multihost.state_target(opt, params)}
+  params = sharded_mlp.abstract_params(mesh, layout)
+  return {'params': params, 'opt_state': sharded_mlp.state_target(opt, params)}
 
 
 def case_sharding(args: argparse.Namespace) -> dict[str, Any]:
@@ -107,13 +107,13 @@ def case_sharding(args: argparse.Namespace) -> dict[str, Any]:
       1e-2, momentum=0.9, centered=True, accumulator_dtype=spec
     )
   checked: dict[str, int] = {}
-  for layout in multihost.LAYOUTS:
-    specs = multihost.param_specs(layout)
-    params = multihost.place_params(multihost.host_params(), mesh, layout)
+  for layout in sharded_mlp.LAYOUTS:
+    specs = sharded_mlp.param_specs(layout)
+    params = sharded_mlp.place_params(sharded_mlp.host_params(), mesh, layout)
     for name, make in optimizers.items():
       opt = make()
       state = jax.jit(opt.init)(params)
-      target = multihost.state_target(opt, multihost.abstract_params(mesh, layout))
+      target = sharded_mlp.state_target(opt, sharded_mlp.abstract_params(mesh, layout))
       n = 0
       leaves = jax.tree_util.tree_flatten_with_path(state)[0]
       assert len(leaves) == len(jax.tree.leaves(target)), name
@@ -133,7 +133,7 @@ def case_sharding(args: argparse.Namespace) -> dict[str, Any]:
         assert n == len(specs) * len(zoo.expected_buffers(name)), (name, layout, n)
       checked[f'{name} ({layout})'] = n
     if layout == 'fsdp':
-      here, total = multihost.local_bytes(params)
+      here, total = sharded_mlp.local_bytes(params)
       checked['fsdp: params bytes on process 0 / total (x1000)'] = round(1000 * here / total)
   return {'checked': checked, 'devices': jax.device_count(), 'processes': jax.process_count()}
 
@@ -180,7 +180,7 @@ def case_restore(args: argparse.Namespace) -> dict[str, Any]:
   for state in args.states.split(','):
     manager = ocp.CheckpointManager(os.path.join(args.dir, state))
     step = manager.latest_step()
-    opt = multihost.make_optimizer(state)
+    opt = sharded_mlp.make_optimizer(state)
     target = _target(opt, mesh, args.layout)
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))
     assert jax.tree.structure(restored) == jax.tree.structure(target)
@@ -268,7 +268,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument('mode', choices=sorted(CASES))
   parser.add_argument('--dir', help='checkpoint folder (train, crash, restore)')
   parser.add_argument('--out', help='where restore writes its .npz files')
-  parser.add_argument('--layout', default='fsdp', choices=multihost.LAYOUTS)
+  parser.add_argument('--layout', default='fsdp', choices=sharded_mlp.LAYOUTS)
   parser.add_argument('--mesh', help="'DATAxMODEL'; default: processes x devices per process")
   parser.add_argument('--steps', type=int, default=30)
   parser.add_argument('--save-at', type=int, default=12)
@@ -278,7 +278,7 @@ def main(argv: list[str]) -> int:
   parser.add_argument('--num-processes', type=int, default=1)
   parser.add_argument('--process-id', type=int, default=0)
   args = parser.parse_args(argv)
-  multihost.initialize(args.coordinator, args.num_processes, args.process_id)
+  sharded_mlp.initialize(args.coordinator, args.num_processes, args.process_id)
   result = CASES[args.mode](args)
   if jax.process_index() == 0:
     print('RESULT ' + json.dumps(result), flush=True)

@@ -49,7 +49,7 @@ import numpy as np
 import pytest
 from _harness import bits, max_rel_error, need, worker_env
 
-from rmsprop_optax.demos import localhost_cluster, multihost
+from rmsprop_optax.demos import localhost_cluster, multihost, sharded_mlp
 
 need('orbax.checkpoint')  # the workers checkpoint with it
 
@@ -162,7 +162,7 @@ def saved(tmp_path_factory):
 @pytest.fixture(scope='module')
 def single_process():
   """The same training in this process, on one device."""
-  mesh = multihost.make_mesh((1, 1), jax.devices('cpu'))  # the workers' backend
+  mesh = sharded_mlp.make_mesh((1, 1), jax.devices('cpu'))  # the workers' backend
   out = {}
   for state in worker.STATES:
     params, opt_state, losses = worker.trajectory(state, mesh, 'fsdp', 0, STEPS)
@@ -298,12 +298,12 @@ def test_demo_argument_errors():
   with pytest.raises(SystemExit):
     multihost.main(['--process-id', '0'])
   with pytest.raises(ValueError, match='layout'):
-    multihost.param_specs('ring')
+    sharded_mlp.param_specs('ring')
   with pytest.raises(ValueError, match='state'):
-    multihost.make_optimizer('16bit')
+    sharded_mlp.make_optimizer('16bit')
 
 
 def test_one_process_feeds_the_whole_batch():
   """In one process (the reference runs) the rows this process feeds are the whole batch."""
   assert jax.process_count() == 1
-  assert multihost.local_rows(multihost.make_mesh((1, 1))) == slice(0, multihost.GLOBAL_BATCH)
+  assert sharded_mlp.local_rows(sharded_mlp.make_mesh((1, 1))) == slice(0, sharded_mlp.GLOBAL_BATCH)
