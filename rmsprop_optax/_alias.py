@@ -8,7 +8,6 @@ schedule and whose buffer follows the mixed-precision policy
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import chex
@@ -16,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rmsprop_optax import _checks, _precision, _quantize, _transforms
+from rmsprop_optax import _checks, _precision, _transforms
 
 
 class ScheduledTraceState(NamedTuple):
@@ -76,34 +75,9 @@ def _trace_values(u: jax.Array, b: jax.Array, beta: Any, nesterov: bool) -> list
 def _trace_leaf_impl(
   u: jax.Array, stored: _precision.StateLeaf, beta: Any, *, nesterov: bool
 ) -> tuple[jax.Array, _precision.StateLeaf]:
-  """One leaf of the momentum buffer: ``(out, new stored buffer)``.
-
-  A quantized buffer is stepped chunk by chunk, as the second moment is
-  (:func:`rmsprop_optax._transforms._rescale`).
-  """
-  if not _quantize.is_quantized(stored):
-    out, new = _trace_values(u, _precision.load(stored), beta, nesterov)
-    return out, _precision.store(new, stored)
-  return _trace_quantized(u, stored, beta, nesterov=nesterov)
-
-
-def _trace_quantized(
-  u: jax.Array, stored: _quantize.QuantizedArray, beta: Any, *, nesterov: bool
-) -> tuple[jax.Array, _quantize.QuantizedArray]:
-  view = _quantize.as_view(stored)
-
-  def chunk(u_c: jax.Array, codes: jax.Array, scale: jax.Array) -> list[jax.Array]:
-    b = dataclasses.replace(view, codes=codes, scale=scale, shape=u_c.shape)
-    out, new = _trace_values(u_c, b.dequantize(), beta, nesterov)
-    q = _quantize.requantize(new, b)
-    return [out, q.codes, q.scale]
-
-  shape = _quantize.view_shape(stored)
-  out, codes, scale = _quantize.map_chunks(
-    chunk, _quantize.num_chunks(shape), [u.reshape(shape), view.codes, view.scale], []
-  )
-  new_view = dataclasses.replace(view, codes=codes, scale=scale)
-  return out.reshape(u.shape), _quantize.from_view(new_view, stored)
+  """One leaf of the momentum buffer: ``(out, new stored buffer)``, chunk by chunk if quantized."""
+  out, (new,) = _precision.step_leaf(lambda u, b: _trace_values(u, b, beta, nesterov), u, [stored])
+  return out, new
 
 
 def _times(a: optax.ScalarOrSchedule, b: optax.ScalarOrSchedule) -> optax.ScalarOrSchedule:

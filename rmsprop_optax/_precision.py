@@ -151,6 +151,25 @@ def store(value: jax.Array, like: StateLeaf) -> StateLeaf:
   return value.astype(like.dtype)
 
 
+def step_leaf(
+  fn: Any, x: jax.Array, stored: list[StateLeaf], *, chunked: bool = True
+) -> tuple[jax.Array, list[StateLeaf]]:
+  """``fn(x, *values) -> (out, *new values)`` on one leaf's state, stored back as it was.
+
+  Float state is loaded in its arithmetic precision and cast back; quantized
+  state is dequantized, stepped and requantized one chunk of rows at a time
+  (:func:`rmsprop_optax._quantize.map_moments`; ``chunked=False``: at once).
+  A leaf's moments are all quantized or all float (``init`` decides per param).
+  """
+  quantized = [s for s in stored if isinstance(s, _quantize.QuantizedArray)]
+  if quantized:
+    assert len(quantized) == len(stored)
+    out, new_codes = _quantize.map_moments(fn, x, quantized, chunked=chunked)
+    return out, [*new_codes]
+  out, *new = fn(x, *[load(s) for s in stored])
+  return out, [store(v, s) for v, s in zip(new, stored)]
+
+
 def state_leaves(tree: Any, treedef: Any) -> list[StateLeaf]:
   """A state tree's entries, one per leaf of ``treedef`` (the updates' structure)."""
   if isinstance(tree, _quantize.QuantizedTree):

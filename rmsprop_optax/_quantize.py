@@ -685,6 +685,43 @@ def num_chunks(shape: tuple[int, ...], chunk_elements: int | None = None) -> int
   return best
 
 
+def map_moments(
+  fn: Any, x: jax.Array, moments: list[QuantizedArray], *, chunked: bool = True
+) -> tuple[jax.Array, list[QuantizedArray]]:
+  """``fn(x, *values) -> (out, *new values)`` on the float32 values of one leaf's ``moments``.
+
+  Each chunk of rows (:func:`map_chunks`) is dequantized, stepped by ``fn``
+  and requantized, so no full-size float32 copy of a moment exists;
+  ``chunked=False`` steps the whole leaf at once. ``out`` has ``x``'s shape
+  and dtype; the new moments are stored as ``moments`` are.
+  """
+  views = [as_view(m) for m in moments]
+  shape = view_shape(moments[0])
+
+  def chunk(x_c: jax.Array, *stored: jax.Array) -> list[jax.Array]:
+    old = [
+      dataclasses.replace(v, codes=c, scale=s, shape=x_c.shape)
+      for v, c, s in zip(views, stored[0::2], stored[1::2])
+    ]
+    out, *new = fn(x_c, *[q.dequantize() for q in old])
+    return [out] + [a for v, q in zip(new, old) for a in _codes_and_scale(requantize(v, q))]
+
+  carried = [x.reshape(shape)] + [a for v in views for a in (v.codes, v.scale)]
+  if chunked:
+    results = map_chunks(chunk, num_chunks(shape), carried, [])
+  else:
+    results = chunk(*carried)
+  new = [
+    from_view(dataclasses.replace(v, codes=c, scale=s), m)
+    for v, m, c, s in zip(views, moments, results[1::2], results[2::2])
+  ]
+  return results[0].reshape(x.shape), new
+
+
+def _codes_and_scale(q: QuantizedArray) -> tuple[jax.Array, jax.Array]:
+  return q.codes, q.scale
+
+
 def map_chunks(
   fn: Any, chunks: int, carried: list[jax.Array], read: list[jax.Array]
 ) -> list[jax.Array]:

@@ -15,7 +15,6 @@ dtypes follow :mod:`rmsprop_optax._precision`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import numbers
@@ -272,85 +271,26 @@ def _rescale(
 ) -> tuple[jax.Array, StateLeaf, StateLeaf | None]:
   """One leaf: ``(out, new nu, new mu)``; ``t`` is the count when bias-correcting, else None.
 
-  Quantized state is dequantized, stepped and requantized chunk by chunk
-  (:func:`rmsprop_optax._quantize.map_chunks`), so the step never holds a
-  full-size float32 copy of a moment; the arithmetic is :func:`_rescale_values`
-  either way, and so are the results.
+  :func:`_rescale_values` on the loaded moments; quantized moments are
+  stepped chunk by chunk (:func:`rmsprop_optax._precision.step_leaf`), so the
+  step never holds a full-size float32 copy of one.
   """
-  if _quantize.is_quantized(nu):
-    assert mu is None or _quantize.is_quantized(mu)  # init quantizes a leaf's moments alike
-    return _rescale_quantized(g, nu, mu, decay, mean_decay, eps, t, **options)
-  out, new_nu, new_mu = _rescale_values(
-    g,
-    _precision.load(nu),
-    None if mu is None else _precision.load(mu),
-    decay,
-    mean_decay,
-    eps,
-    t,
-    bitsandbytes=False,
-    **options,
-  )
-  return (
-    out,
-    _precision.store(new_nu, nu),
-    None if mu is None or new_mu is None else _precision.store(new_mu, mu),
-  )
+  # bitsandbytes' rounding of the second moment depends on which product the
+  # compiler fuses into an add (_quantize.bitsandbytes_ema_of_squares), a
+  # choice checked against bitsandbytes for the whole leaf: this parity mode
+  # keeps the whole-leaf step and its full-size temporaries.
+  bnb = _quantize.is_bitsandbytes(nu)
 
-
-def _rescale_quantized(
-  g: jax.Array,
-  nu: _quantize.QuantizedArray,
-  mu: _quantize.QuantizedArray | None,
-  decay: Hyperparameter,
-  mean_decay: Hyperparameter,
-  eps: Hyperparameter,
-  t: jax.Array | None,
-  **options: bool,
-) -> tuple[jax.Array, _quantize.QuantizedArray, _quantize.QuantizedArray | None]:
-  """:func:`_rescale` of quantized moments, one chunk of rows at a time."""
-  nu_view = _quantize.as_view(nu)
-  mu_view = None if mu is None else _quantize.as_view(mu)
-  views = [nu_view] if mu_view is None else [nu_view, mu_view]
-
-  def chunk(g_c: jax.Array, *stored: jax.Array) -> list[jax.Array]:
-    moments = [
-      dataclasses.replace(v, codes=c, scale=s, shape=g_c.shape)
-      for v, c, s in zip(views, stored[0::2], stored[1::2])
-    ]
+  def values(g: jax.Array, *moments: jax.Array) -> tuple[jax.Array, ...]:
+    nu_v, mu_v = moments if len(moments) == 2 else (moments[0], None)
     out, new_nu, new_mu = _rescale_values(
-      g_c,
-      moments[0].dequantize(),
-      moments[1].dequantize() if len(moments) > 1 else None,
-      decay,
-      mean_decay,
-      eps,
-      t,
-      bitsandbytes=nu.rounding == 'bitsandbytes',
-      **options,
+      g, nu_v, mu_v, decay, mean_decay, eps, t, bitsandbytes=bnb, **options
     )
-    new = [_quantize.requantize(new_nu, moments[0])]
-    if new_mu is not None:
-      new.append(_quantize.requantize(new_mu, moments[1]))
-    return [out] + [x for q in new for x in (q.codes, q.scale)]
+    return (out, new_nu) if new_mu is None else (out, new_nu, new_mu)
 
-  shape = _quantize.view_shape(nu)
-  carried = [g.reshape(shape)] + [x for v in views for x in (v.codes, v.scale)]
-  if nu.rounding == 'bitsandbytes':
-    # bitsandbytes' rounding of the second moment depends on which product
-    # the compiler fuses into an add (_quantize.bitsandbytes_ema_of_squares),
-    # a choice checked against bitsandbytes for the whole leaf, unfenced: this
-    # parity mode keeps the whole-leaf step and its full-size temporaries.
-    results = chunk(*carried)
-  else:
-    results = _quantize.map_chunks(chunk, _quantize.num_chunks(shape), carried, [])
-  out = results[0].reshape(g.shape)
-  new_views = [
-    dataclasses.replace(v, codes=c, scale=s) for v, c, s in zip(views, results[1::2], results[2::2])
-  ]
-  new_nu = _quantize.from_view(new_views[0], nu)
-  new_mu = None if mu is None else _quantize.from_view(new_views[1], mu)
-  return out, new_nu, new_mu
+  stored = [nu] if mu is None else [nu, mu]
+  out, new = _precision.step_leaf(values, g, stored, chunked=not bnb)
+  return out, new[0], None if mu is None else new[1]
 
 
 def _rescale_values(
