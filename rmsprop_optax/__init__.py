@@ -20,9 +20,11 @@ from rmsprop_optax._transforms import ScaleByCenteredRmsState as ScaleByCentered
 from rmsprop_optax._transforms import ScaleByRmsState as ScaleByRmsState
 from rmsprop_optax._transforms import scale_by_centered_rms as scale_by_centered_rms
 from rmsprop_optax._transforms import scale_by_rms as scale_by_rms
+from rmsprop_optax.diagnostics import StepMemory as StepMemory
 from rmsprop_optax.diagnostics import effective_learning_rate as effective_learning_rate
 from rmsprop_optax.diagnostics import find_rms_state as find_rms_state
 from rmsprop_optax.diagnostics import memory_length as memory_length
+from rmsprop_optax.diagnostics import step_memory as step_memory
 
 __version__ = '0.2.0'
 
@@ -33,6 +35,7 @@ __all__ = (
   'ScaleByCenteredRmsState',
   'ScaleByRmsState',
   'ScheduledTraceState',
+  'StepMemory',
   'effective_learning_rate',
   'find_rms_state',
   'memory_length',
@@ -41,5 +44,6 @@ __all__ = (
   'rmsprop',
   'scale_by_centered_rms',
   'scale_by_rms',
+  'step_memory',
   'schedules',
 )

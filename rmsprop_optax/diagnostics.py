@@ -1,11 +1,13 @@
-"""Diagnostics: memory length, the RMS state inside any optimizer, effective step size."""
+"""Diagnostics: memory length, the RMS state inside any optimizer, effective step size, memory."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from rmsprop_optax import _checks, _precision
@@ -114,3 +116,97 @@ def effective_learning_rate(
   if isinstance(state, ScaleByCenteredRmsState):
     return jax.tree.map(one, state.nu, state.mu)
   return jax.tree.map(lambda nu: one(nu, None), state.nu)
+
+
+class StepMemory(NamedTuple):
+  """Bytes per device, from :func:`step_memory`."""
+
+  state_bytes: int  # the optimizer state between steps
+  argument_bytes: int  # what the step is given: params, state (and grads or the batch)
+  temp_bytes: int  # XLA's temporaries during the step
+  peak_bytes: int  # arguments + outputs not written over them + temporaries
+
+
+def step_memory(
+  opt: optax.GradientTransformation,
+  params: Any,
+  loss_fn: Callable[..., jax.Array] | None = None,
+  *batch: Any,
+) -> StepMemory:
+  """How much memory ``opt``'s state and a training step take, before anything is allocated.
+
+  Compiles (never runs) a jitted step whose params and state are donated,
+  ``update`` then :func:`optax.apply_updates`, and reads XLA's
+  ``memory_analysis()``. With ``loss_fn``, the step computes the gradient of
+  ``loss_fn(params, *batch)`` itself, as a training step does; without it the
+  gradients are an argument of the step, so the updates need a buffer of
+  their own wherever XLA cannot fuse the update into the apply (quantized
+  state: it is computed in a loop over chunks). Params may be arrays or
+  ``jax.ShapeDtypeStruct`` s; with shardings the figures are per device, the
+  state placed where ``jax.jit(opt.init)`` puts it.
+
+  Args:
+    opt: the optimizer.
+    params: the params, or their shapes and dtypes (and shardings).
+    loss_fn: ``loss_fn(params, *batch) -> scalar``, or None for a step that
+      takes the gradients as an argument.
+    *batch: the rest of ``loss_fn``'s arguments (arrays or shapes).
+
+  Returns:
+    A :class:`StepMemory` of per-device byte counts.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, rmsprop_optax
+    >>> params = {'w': jax.ShapeDtypeStruct((4096, 4096), jnp.float32)}
+    >>> x = jax.ShapeDtypeStruct((8, 4096), jnp.float32)
+    >>> loss = lambda p, x: jnp.sum((x @ p['w']) ** 2)
+    >>> q8 = rmsprop_optax.rmsprop(1e-3, accumulator_dtype=rmsprop_optax.quantized(8))
+    >>> f32 = rmsprop_optax.step_memory(rmsprop_optax.rmsprop(1e-3), params, loss, x)
+    >>> q = rmsprop_optax.step_memory(q8, params, loss, x)
+    >>> f32.state_bytes, q.state_bytes  # 4 bytes an element; 1 byte and a scale per 256
+    (67108868, 17039364)
+    >>> print(f'{q.peak_bytes / f32.peak_bytes:.2f}')  # the step holds params, grads, state
+    0.76
+  """
+  params = jax.tree.map(_abstract, params)
+  init = jax.jit(opt.init).lower(params).compile()
+  state = jax.tree.map(
+    lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+    jax.eval_shape(opt.init, params),
+    init.output_shardings,
+  )
+
+  def step(params: Any, state: Any, *rest: Any) -> tuple[Any, Any]:
+    # rest: the gradients, or the batch the loss takes.
+    grads = rest[0] if loss_fn is None else jax.grad(loss_fn)(params, *rest)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  args = (params,) if loss_fn is None else tuple(jax.tree.map(_abstract, batch))
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, *args).compile()
+  m = compiled.memory_analysis()
+  if m is None:
+    raise NotImplementedError(f'step_memory: {jax.default_backend()} gives no memory analysis')
+  return StepMemory(
+    state_bytes=sum(_device_bytes(s) for s in jax.tree.leaves(state)),
+    argument_bytes=int(m.argument_size_in_bytes),
+    temp_bytes=int(m.temp_size_in_bytes),
+    peak_bytes=int(
+      m.argument_size_in_bytes
+      + m.output_size_in_bytes
+      - m.alias_size_in_bytes
+      + m.temp_size_in_bytes
+    ),
+  )
+
+
+def _device_bytes(s: jax.ShapeDtypeStruct) -> int:
+  """Bytes of one device's shard of ``s`` (all of it without a sharding)."""
+  shape = s.shape if s.sharding is None else s.sharding.shard_shape(s.shape)
+  return int(np.prod(shape)) * jnp.dtype(s.dtype).itemsize
+
+
+def _abstract(x: Any) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(
+    np.shape(x), jnp.result_type(x), sharding=getattr(x, 'sharding', None)
+  )

@@ -428,6 +428,55 @@ def case_data_parallel() -> dict[str, Any]:
   return m
 
 
+def case_step_memory() -> dict[str, Any]:
+  """Per-device memory of a donated training step (rmsprop_optax.step_memory), float32 vs 8-bit.
+
+  One 4096x4096 leaf in an FSDP layout (rows over all 8 devices) and a data x
+  model layout (columns over 'model'); the step computes its gradient from a
+  least-squares loss on a replicated batch. Also counts the collectives in
+  each compiled step: the 8-bit step must add none.
+  """
+  mesh = auto_mesh()
+  x = jax.ShapeDtypeStruct((8, 4096), jnp.float32, sharding=NamedSharding(mesh, P()))
+  loss = lambda p, x: jnp.sum((x @ p['w']) ** 2)
+  out: dict[str, Any] = {}
+  for layout, spec in (('fsdp', P(AXES, None)), ('dm', P(None, 'model'))):
+    params = {
+      'w': jax.ShapeDtypeStruct((4096, 4096), jnp.float32, sharding=NamedSharding(mesh, spec))
+    }
+    for name, opt in (
+      ('float32', rmsprop_optax.rmsprop(1e-3)),
+      ('q8', rmsprop_optax.rmsprop(1e-3, accumulator_dtype=rmsprop_optax.quantized(8))),
+    ):
+      plan = rmsprop_optax.step_memory(opt, params, loss, x)
+      hlo = (
+        jax.jit(lambda p, s, x, opt=opt: _loss_step(opt, loss, p, s, x))
+        .lower(params, jax.eval_shape(jax.jit(opt.init), params), x)
+        .compile()
+        .as_text()
+      )
+      out[f'{layout}_{name}'] = {
+        **plan._asdict(),
+        'collectives': sum(
+          hlo.count(f' {op}(')
+          for op in (
+            'all-gather',
+            'all-reduce',
+            'all-to-all',
+            'collective-permute',
+            'reduce-scatter',
+          )
+        ),
+      }
+  return out
+
+
+def _loss_step(opt: Any, loss: Any, params: Any, state: Any, x: Any) -> Any:
+  grads = jax.grad(loss)(params, x)
+  updates, state = opt.update(grads, state, params)
+  return optax.apply_updates(params, updates), state
+
+
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
   'auto': case_auto,
   'explicit': case_explicit,
@@ -435,6 +484,7 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
   'train': case_train,
   'eval_shape': case_eval_shape,
   'data_parallel': case_data_parallel,
+  'step_memory': case_step_memory,
 }
 
 

@@ -19,6 +19,7 @@ PUBLIC = {
   'ScaleByCenteredRmsState',
   'ScaleByRmsState',
   'ScheduledTraceState',
+  'StepMemory',
   'effective_learning_rate',
   'find_rms_state',
   'memory_length',
@@ -27,6 +28,7 @@ PUBLIC = {
   'rmsprop',
   'scale_by_centered_rms',
   'scale_by_rms',
+  'step_memory',
   'schedules',
 }
 

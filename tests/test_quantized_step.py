@@ -153,22 +153,46 @@ MiB = 2**20
 CHUNK_TEMP_FRACTION = 1 / 16
 
 
-def _step_memory(opt, params):
-  """(argument bytes, temp bytes) of a jitted, donated training step."""
-  x = jax.ShapeDtypeStruct((8, next(iter(params.values())).shape[0]), jnp.float32)
+def _loss(p, x):
+  return sum(jnp.sum((x @ w) ** 2) for w in jax.tree.leaves(p))
 
-  def loss(p, x):
-    return sum(jnp.sum((x @ w) ** 2) for w in jax.tree.leaves(p))
+
+def _step_memory(opt, params):
+  """(argument bytes, temp bytes) of a training step, from rmsprop_optax.step_memory."""
+  x = jax.ShapeDtypeStruct((8, next(iter(params.values())).shape[0]), jnp.float32)
+  plan = rmsprop_optax.step_memory(opt, params, _loss, x)
+  return plan.argument_bytes, plan.temp_bytes
+
+
+def test_step_memory_reads_the_compiled_step():
+  """The helper's figures are XLA's for a step written out here, and the state's bytes its shapes'."""
+  params = {
+    'w': jax.ShapeDtypeStruct((512, 1024), jnp.float32),
+    'b': jax.ShapeDtypeStruct((1024,), jnp.float32),
+  }
+  x = jax.ShapeDtypeStruct((8, 512), jnp.float32)
+  opt = rmsprop_optax.rmsprop(1e-3, momentum=0.9, accumulator_dtype=rmsprop_optax.quantized(8))
+  loss = lambda p, x: jnp.sum((x @ p['w'] + p['b']) ** 2)
 
   def step(params, state, x):
-    grads = jax.grad(loss)(params, x)
-    updates, state = opt.update(grads, state, params)
+    updates, state = opt.update(jax.grad(loss)(params, x), state, params)
     return optax.apply_updates(params, updates), state
 
   state = jax.eval_shape(opt.init, params)
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, x).compile()
-  m = compiled.memory_analysis()
-  return m.argument_size_in_bytes, m.temp_size_in_bytes
+  m = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, x).compile().memory_analysis()
+  plan = rmsprop_optax.step_memory(opt, params, loss, x)
+  assert plan.temp_bytes == m.temp_size_in_bytes
+  assert plan.argument_bytes == m.argument_size_in_bytes
+  assert plan.peak_bytes == (
+    m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+  )
+  # nu and the momentum buffer: codes (1 byte) and a scale per 256 for w, float32 for b; the count.
+  assert plan.state_bytes == 2 * (512 * 1024 + 4 * 512 * 4 + 4 * 1024) + 4
+  # Without a loss the gradients are an argument: params, grads and state.
+  assert (
+    rmsprop_optax.step_memory(opt, params).argument_bytes
+    == 2 * 4 * (512 * 1024 + 1024) + plan.state_bytes
+  )
 
 
 @pytest.mark.parametrize(

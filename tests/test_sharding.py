@@ -61,6 +61,20 @@ def test_quantized_state_sharded_like_params_and_equal_to_one_device():
     assert result[bits]['params_rel_err'] <= 1e-6
 
 
+def test_quantized_step_memory_per_device_and_no_new_collective():
+  result = run_case('step_memory')
+  for layout in ('fsdp', 'dm'):
+    f32, q8 = result[f'{layout}_float32'], result[f'{layout}_q8']
+    # 4096x4096 float32 over the devices that hold a shard of it: 8 (fsdp) or 4 ('model').
+    shards = 8 if layout == 'fsdp' else 4
+    assert f32['state_bytes'] == 4096 * 4096 * 4 // shards + 4
+    # The 8-bit step's temporaries: the float32 step's (the gradient) plus
+    # chunk buffers, within 1/16 of the float32 state they replace.
+    assert q8['temp_bytes'] - f32['temp_bytes'] <= f32['state_bytes'] / 16, (layout, f32, q8)
+    assert q8['peak_bytes'] < 0.8 * f32['peak_bytes'], (layout, f32, q8)
+    assert q8['collectives'] == f32['collectives'], (layout, f32, q8)
+
+
 def test_sharded_training_and_optax_difference():
   result = run_case('train')
   assert result['optax_rmsprop_buffers_on_one_device'] == 24
