@@ -335,3 +335,24 @@ def test_torch_runs_on_the_device_jax_runs_on() -> None:
 
   assert jax.default_backend() == 'cpu'
   assert bench.torch_device(_NoCuda) == 'cpu'
+
+
+def test_training_step_table_on_one_device() -> None:
+  from rmsprop_optax.bench import training_step
+
+  rows = training_step.measure(quick=True, repeats=1)
+  assert [(r['layout'], r['settings']) for r in rows] == [
+    ('one device', 'plain'),
+    ('one device', 'centered_momentum'),
+  ]
+  for r in rows:
+    f32, q8 = r['float32'], r['q8']
+    n = r['n'] * r['n']
+    moments = 1 if r['settings'] == 'plain' else 3
+    assert f32['state_bytes'] == 4 * moments * n + 4
+    assert q8['state_bytes'] == moments * (n + 4 * n // 256) + 4  # codes and a scale per block
+    assert r['q8_over_float32_peak'] < 0.8, r
+    assert q8['collectives'] == f32['collectives'] == 0
+    assert r['seconds']['q8'] > 0 and r['seconds']['float32'] > 0
+  lines = training_step.format_rows(rows)
+  assert sum(line.startswith('| 1 | one device |') for line in lines) == 2

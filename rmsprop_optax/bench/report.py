@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rmsprop_optax.bench import training_step
+
 
 def _units(r: dict[str, Any], who: str) -> str:
   """XLA's traffic for ``who`` in units of one param array (e.g. 7.0 = 7N)."""
@@ -114,7 +116,9 @@ def _format_quantized(results: dict[str, Any]) -> list[str]:
     lines += [
       '',
       'quantized state: ours with accumulator_dtype=quantized(bits) against ours with float32 state '
-      'and optax.rmsprop (same settings), all in one interleaved rotation with the A/A control',
+      'and optax.rmsprop (same settings), all in one interleaved rotation with the A/A control; '
+      'the step takes the gradients as an argument, so its peak holds them and, for the quantized '
+      'step, a buffer for the updates (the training-step table below computes them in the step)',
       '',
       '| config | tree | state / float32 state | peak mem MB q / float32 / optax | q ms '
       '| float32-state ms | optax ms | q / float32-state [quartiles] | q / optax [quartiles] '
@@ -146,6 +150,8 @@ def _format_quantized(results: dict[str, Any]) -> list[str]:
       f'where the time goes, one leaf of {cost["elements"]:,} elements, each part jitted alone '
       f'(x the float32 plain step, {1e3 * sec["float32_step"]:.2f} ms): {parts}',
     ]
+  if qs.get('training_step'):
+    lines += training_step.format_rows(qs['training_step'])
   if rows or cost:
     lines += ['', QUANTIZED_NOTE]
   return lines

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import optax
 
+from rmsprop_optax.bench import training_step
 from rmsprop_optax.bench.bandwidth import Probe, bandwidth_probe
 from rmsprop_optax.bench.compile_time import compile_sweep
 from rmsprop_optax.bench.configs import CONFIGS, QUANTIZED, TREES, tree_shapes
@@ -95,6 +96,8 @@ def run(
     n_cost = tree_shapes('one_leaf', quick, one_leaf_elements)['w'][0]
     log(f'quantize cost on one leaf of {n_cost} elements ...')
     quantized_state['quantize_cost'] = quantize_cost(n_cost, calls=3 if quick else 5)
+    log('quantized training step on 1 and 8 devices ...')
+    quantized_state['training_step'] = training_step.run(quick, repeats)
   log('compile sweep (centered_momentum) ...')
   sweep = compile_sweep('centered_momentum', leaf_counts)
   return {
