@@ -709,11 +709,12 @@ def map_moments(
     # the barrier XLA recomputes them (dequantization included) in each
     # consumer's fusion; 114 -> 86 ms for a 2**24-element plain 8-bit step.
     out, *new = jax.lax.optimization_barrier(fn(x_c, *[q.dequantize() for q in old]))
-    return [out] + [a for v, q in zip(new, old) for a in _codes_and_scale(requantize(v, q))]
+    requantized = [requantize(v, q) for v, q in zip(new, old)]
+    return [out] + [a for q in requantized for a in (q.codes, q.scale)]
 
   carried = [x.reshape(shape)] + [a for v in views for a in (v.codes, v.scale)]
   if chunked:
-    results = map_chunks(chunk, num_chunks(shape), carried, [])
+    results = map_chunks(chunk, num_chunks(shape), carried)
   else:
     results = chunk(*carried)
   new = [
@@ -723,14 +724,8 @@ def map_moments(
   return results[0].reshape(x.shape), new
 
 
-def _codes_and_scale(q: QuantizedArray) -> tuple[jax.Array, jax.Array]:
-  return q.codes, q.scale
-
-
-def map_chunks(
-  fn: Any, chunks: int, carried: list[jax.Array], read: list[jax.Array]
-) -> list[jax.Array]:
-  """``fn(*carried, *read)`` computed chunk by chunk of rows, writing ``carried`` in place.
+def map_chunks(fn: Any, chunks: int, carried: list[jax.Array]) -> list[jax.Array]:
+  """``fn(*carried)`` computed chunk by chunk of rows, writing ``carried`` in place.
 
   Every array's first axis is the same ``rows``; chunk ``c`` holds rows
   ``c, c + chunks, c + 2 chunks, ...`` (the rows as ``(rows // chunks,
@@ -742,20 +737,17 @@ def map_chunks(
   contiguous blocks over devices gives each device an equal share of every
   chunk, so no device waits and no collective moves rows between them.
   """
-  n = len(carried)
   if chunks == 1:
     # The first carry enters and leaves opaque, as it does through the loop's
     # buffer below, so that the arithmetic around this leaf's step (the
     # learning rate, the momentum, apply_updates) is rounded alike (no fused
     # multiply-add across it) whether the leaf is one chunk or many.
-    new = list(fn(_after(carried[0], carried[1:]), *carried[1:], *read))
+    new = list(fn(_after(carried[0], carried[1:]), *carried[1:]))
     return [_after(new[0], new[1:])] + new[1:]
-  split = [x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:]) for x in carried + read]
+  split = [x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:]) for x in carried]
 
   def body(c: jax.Array, state: list[jax.Array]) -> list[jax.Array]:
-    slabs = [jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in state]
-    slabs += [jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in split[n:]]
-    new = list(fn(*slabs))
+    new = list(fn(*[jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in state]))
     written = [
       jax.lax.dynamic_update_index_in_dim(x, s[:, None], c, axis=1)
       for x, s in zip(state[1:], new[1:])
@@ -767,7 +759,7 @@ def map_chunks(
     )
     return [jax.lax.dynamic_update_index_in_dim(state[0], out[:, None], c, axis=1)] + written
 
-  out = jax.lax.fori_loop(0, chunks, body, split[:n])
+  out = jax.lax.fori_loop(0, chunks, body, split)
   return [x.reshape(like.shape) for x, like in zip(out, carried)]
 
 
@@ -788,7 +780,8 @@ def _after(x: jax.Array, codes_and_scales: list[jax.Array]) -> jax.Array:
   int_type = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
   zero = jnp.zeros(x.shape, jnp.int32)
   for y in codes_and_scales:
-    if y.dtype == jnp.float32:  # block scales, broadcast to their elements
+    if y.dtype == jnp.float32:  # block scales, broadcast over the last axis
+      # Every bit is 0, so which scale lands on which element does not matter.
       bits = jax.lax.bitcast_convert_type(y, jnp.int32) >> 31
       bits = _per_element(bits, x.shape[-1], _ceil_div(x.shape[-1], y.shape[-1]))
     else:  # codes; two to a byte at 4 bits

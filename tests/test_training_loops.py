@@ -1,5 +1,7 @@
 """Every optimizer form in every training loop: Flax NNX, Flax Linen, Haiku, Equinox, plain Optax.
 
+Each is an ``optax.GradientTransformation``, so it goes wherever Optax does.
+
 Each pair trains a 1-64-64-1 tanh MLP on ``y = sin(3 x)`` for ``STEPS``
 jitted steps and must cut the loss by ``MIN_LOSS_RATIO``: a broken update
 (wrong sign, state not threaded, codes lost, learning rate ignored) does not.
@@ -17,15 +19,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
+from _harness import need
 
 import rmsprop_optax
 from rmsprop_optax import presets
 
-flax = pytest.importorskip('flax')
-hk = pytest.importorskip('haiku')
-eqx = pytest.importorskip('equinox')
+ocp = need('orbax.checkpoint')
+flax = need('flax')
+hk = need('haiku')
+eqx = need('equinox')
 
 from flax import linen, nnx  # noqa: E402
 from flax.training import train_state  # noqa: E402
@@ -53,6 +56,10 @@ FORMS = {
     learning_rate=LR, momentum=0.9, accumulator_dtype=Q8
   ),
   'multi_steps': lambda: optax.MultiSteps(rmsprop_optax.rmsprop(LR, accumulator_dtype=Q8), 2),
+  # Clipping before the rescaling, as in DQN/IMPALA-style agents.
+  'clipped_centered': lambda: optax.chain(
+    optax.clip_by_global_norm(1.0), rmsprop_optax.rmsprop(LR, decay=0.95, centered=True)
+  ),
   'masked_weight_decay': lambda: rmsprop_optax.rmsprop(
     LR,
     weight_decay=1e-4,
@@ -111,6 +118,10 @@ def _nnx(form, tmp_path):
   for _ in range(STEPS):
     train_step(model, optimizer)
   final = float(_mse(model(x), y))
+  # The RMS statistics live in the optimizer's state and were updated every
+  # step (every second one under MultiSteps(k=2)).
+  count = rmsprop_optax.find_rms_state(optimizer.opt_state).count
+  assert int(count) == (STEPS // 2 if form == 'multi_steps' else STEPS)
 
   saved = nnx.state(optimizer)
   restored = _checkpoint_round_trip(tmp_path, nnx.to_pure_dict(saved))
@@ -223,6 +234,18 @@ def _equinox(form, tmp_path):
   for _ in range(STEPS):
     model, opt_state = train_step(model, opt_state)
   return initial, float(loss_fn(model))
+
+
+def test_equinox_unfiltered_model_is_a_clear_type_error():
+  model = eqx.nn.MLP(1, 1, width_size=8, depth=1, activation=jax.nn.relu, key=jax.random.key(0))
+  leaves = jax.tree_util.tree_flatten_with_path(model)[0]
+  path = jax.tree_util.keystr(next(path for path, leaf in leaves if not eqx.is_array(leaf)))
+  assert path == '.activation'
+  with pytest.raises(TypeError) as info:
+    rmsprop_optax.rmsprop(LR).init(model)
+  # The message says where the offending leaf is and how to drop it.
+  assert path in str(info.value), str(info.value)
+  assert 'eqx.filter' in str(info.value), str(info.value)
 
 
 LOOPS = {'nnx': _nnx, 'linen': _linen, 'haiku': _haiku, 'equinox': _equinox, 'optax': _plain}
