@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rmsprop_optax import _checks, _precision, _transforms
+from rmsprop_optax import _checks, _precision, _quantize, _transforms
 
 
 class ScheduledTraceState(NamedTuple):
@@ -56,7 +56,9 @@ def _momentum(
     beta = momentum(state.count) if scheduled else momentum  # type: ignore[operator]
     u, treedef = jax.tree.flatten(updates)
     stored = _precision.state_leaves(state.trace, treedef)
-    results = [trace_leaf(*leaf, beta) for leaf in zip(u, stored)]
+    tables = _precision.state_tables(state.trace)
+    tables_arg = None if tables is None else [tables]
+    results = [trace_leaf(*leaf, beta, tables_arg) for leaf in zip(u, stored)]
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
     trace = _precision.state_tree(state.trace, treedef, [r[1] for r in results])
     if scheduled:
@@ -73,10 +75,17 @@ def _trace_values(u: jax.Array, b: jax.Array, beta: Any, nesterov: bool) -> list
 
 
 def _trace_leaf_impl(
-  u: jax.Array, stored: _precision.StateLeaf, beta: Any, *, nesterov: bool
+  u: jax.Array,
+  stored: _precision.StateLeaf,
+  beta: Any,
+  tables: list[_quantize.Tables] | None,
+  *,
+  nesterov: bool,
 ) -> tuple[jax.Array, _precision.StateLeaf]:
   """One leaf of the momentum buffer: ``(out, new stored buffer)``, chunk by chunk if quantized."""
-  out, (new,) = _precision.step_leaf(lambda u, b: _trace_values(u, b, beta, nesterov), u, [stored])
+  out, (new,) = _precision.step_leaf(
+    lambda u, b: _trace_values(u, b, beta, nesterov), u, [stored], tables
+  )
   return out, new
 
 

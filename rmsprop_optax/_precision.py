@@ -152,22 +152,36 @@ def store(value: jax.Array, like: StateLeaf) -> StateLeaf:
 
 
 def step_leaf(
-  fn: Any, x: jax.Array, stored: list[StateLeaf], *, chunked: bool = True
+  fn: Any,
+  x: jax.Array,
+  stored: list[StateLeaf],
+  tables: list[_quantize.Tables] | None = None,
+  *,
+  chunked: bool = True,
 ) -> tuple[jax.Array, list[StateLeaf]]:
   """``fn(x, *values) -> (out, *new values)`` on one leaf's state, stored back as it was.
 
   Float state is loaded in its arithmetic precision and cast back; quantized
   state is dequantized, stepped and requantized one chunk of rows at a time
   (:func:`rmsprop_optax._quantize.map_moments`; ``chunked=False``: at once).
-  A leaf's moments are all quantized or all float (``init`` decides per param).
+  A leaf's moments are all quantized or all float (``init`` decides per param);
+  ``tables``: the quantized moments' lookup tables (:func:`state_tables`).
   """
   quantized = [s for s in stored if isinstance(s, _quantize.QuantizedArray)]
   if quantized:
     assert len(quantized) == len(stored)
-    out, new_codes = _quantize.map_moments(fn, x, quantized, chunked=chunked)
+    out, new_codes = _quantize.map_moments(fn, x, quantized, tables, chunked=chunked)
     return out, [*new_codes]
   out, *new = fn(x, *[load(s) for s in stored])
   return out, [store(v, s) for v, s in zip(new, stored)]
+
+
+def state_tables(tree: Any) -> _quantize.Tables | None:
+  """The lookup tables of a quantized state tree, as arrays made once per step; else None."""
+  if not isinstance(tree, _quantize.QuantizedTree):
+    return None
+  spec = tree.spec
+  return _quantize.lookup_tables(spec.bits, tree.signed, bool(spec.unsigned_zero), spec.rounding)
 
 
 def state_leaves(tree: Any, treedef: Any) -> list[StateLeaf]:

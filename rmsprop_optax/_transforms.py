@@ -248,7 +248,12 @@ def _scale_by_rms(
     g, treedef = jax.tree.flatten(updates)
     nu = _precision.state_leaves(state.nu, treedef)
     mu = _precision.state_leaves(state.mu, treedef) if centered else [None] * len(g)  # type: ignore[union-attr]
-    results = [rescale(*leaf, d, md, eps, t) for leaf in zip(g, nu, mu)]
+    # Passed to every leaf's function as arguments, not made inside each.
+    tables = [_precision.state_tables(state.nu)]
+    if centered:
+      tables.append(_precision.state_tables(state.mu))  # type: ignore[union-attr]
+    tables_arg = None if tables[0] is None else tables
+    results = [rescale(*leaf, d, md, eps, t, tables_arg) for leaf in zip(g, nu, mu)]
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
     new_nu = _precision.state_tree(state.nu, treedef, [r[1] for r in results])
     if not centered:
@@ -267,9 +272,12 @@ def _rescale(
   mean_decay: Hyperparameter,
   eps: Hyperparameter,
   t: jax.Array | None,
+  tables: list[_quantize.Tables] | None,
   **options: bool,
 ) -> tuple[jax.Array, StateLeaf, StateLeaf | None]:
   """One leaf: ``(out, new nu, new mu)``; ``t`` is the count when bias-correcting, else None.
+
+  ``tables``: the quantized moments' lookup tables, or None for float state.
 
   :func:`_rescale_values` on the loaded moments; quantized moments are
   stepped chunk by chunk (:func:`rmsprop_optax._precision.step_leaf`), so the
@@ -289,7 +297,7 @@ def _rescale(
     return (out, new_nu) if new_mu is None else (out, new_nu, new_mu)
 
   stored = [nu] if mu is None else [nu, mu]
-  out, new = _precision.step_leaf(values, g, stored, chunked=not bnb)
+  out, new = _precision.step_leaf(values, g, stored, tables, chunked=not bnb)
   return out, new[0], None if mu is None else new[1]
 
 

@@ -214,3 +214,20 @@ def test_quantized_step_temp_is_the_float32_steps_plus_a_chunk(kind, leaves, sha
   assert q_temp - f32_temp <= CHUNK_TEMP_FRACTION * state_f32, (q_temp / MiB, f32_temp / MiB)
   # So the whole step's peak is below the float32-state step's.
   assert (q_args + q_temp) / (f32_args + f32_temp) < 0.85
+
+
+def test_the_program_carries_one_copy_of_the_code_tables():
+  """A new leaf shape adds its own code, not another copy of the lookup tables.
+
+  The bucket table alone has 65,538 entries (at least that many characters of
+  program text per copy); measured growth is about 36,000 characters per leaf.
+  """
+
+  def text_chars(leaves):
+    params = {f'w{i}': jax.ShapeDtypeStruct((64 + i, 128), jnp.float32) for i in range(leaves)}
+    opt = rmsprop_optax.rmsprop(1e-3, momentum=0.9, centered=True, accumulator_dtype=Q8)
+    state = jax.eval_shape(opt.init, params)
+    return len(jax.jit(opt.update).lower(params, state).as_text())
+
+  per_leaf = (text_chars(12) - text_chars(2)) / 10
+  assert per_leaf < 65_538, per_leaf
