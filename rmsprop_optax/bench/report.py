@@ -48,16 +48,19 @@ QUANTIZED_NOTE = (
   'why the quantized step is slower on XLA:CPU although it moves fewer bytes: it is not '
   'memory-bound. Each requantized moment needs a block absmax (a reduction, then a second pass '
   'to normalize) and a code lookup (a table indexed by the float bits, then a compare), and '
-  'dequantizing needs a code-map gather and a per-element block scale; XLA:CPU runs these as '
-  'separate loops over the whole array whose float32 intermediates go through memory (hence the '
-  'larger XLA traffic, and a peak memory above the float32-state step), and gathers do not '
-  'vectorize well. The "where the time goes" line times each part alone against the float32 step. '
-  "So the saving is the resident state between steps, not the step's peak or its time; on a GPU, "
-  'where XLA fuses elementwise loops and multiple outputs into few kernels, the step can be closer '
-  'to memory-bound (not measured here). Alternatives measured once and not re-run here (2-core '
-  'x86 CPU, jax 0.10.2): the per-element block scale as jnp.repeat (a gather with per-element '
-  'indices) took about 6x the broadcast; jnp.searchsorted with method compare_all or sort was '
-  'slower than scan (both scan variants are timed above).'
+  'dequantizing needs a code-map gather and a per-element block scale; gathers do not vectorize '
+  'well. The step runs these over chunks of rows in a loop that writes codes, scales and output '
+  "in place, so its temporaries are a chunk's, not the moments' (the training-step table: "
+  "temp and peak per device), at a price in time: a chunk's kernels run on one thread where "
+  'a whole-array kernel uses every core. With the gradients as an argument the updates need a '
+  'buffer of their own (XLA cannot write them over an input that no output aliases); with '
+  'momentum, a second one between the two chunked loops. The "where the time goes" line times '
+  'each part alone against the float32 step. On a GPU, where XLA fuses elementwise loops and '
+  'multiple outputs into few kernels, the step can be closer to memory-bound (not measured '
+  'here). Alternatives measured once and not re-run here (2-core x86 CPU, jax 0.10.2): the '
+  'per-element block scale as jnp.repeat (a gather with per-element indices) took about 6x the '
+  'broadcast; jnp.searchsorted with method compare_all or sort was slower than scan (both scan '
+  'variants are timed above).'
 )
 
 # Printed at the end: how to read the figures on XLA:CPU. What this run measures is in the
@@ -75,8 +78,9 @@ READING_NOTES = (
   '+ momentum: 9N of 14N, 64%); against its own XLA traffic it runs at memory speed. Tried and rejected '
   '(jaxlib 0.10.2): the flag --xla_cpu_use_multi_output_fusion (unknown to jaxlib, and a library '
   "cannot set XLA flags for its user's jit); a hand-blocked in-place fori_loop over 16K-256K-"
-  'element chunks (bit-identical and copy-free, but 2-3x slower: each chunk runs on one thread, '
-  'and it would break "state sharded like the params"). On a GPU XLA fuses multiple outputs.',
+  'element chunks (bit-identical and copy-free, but 2-3x slower: each chunk runs on one thread; '
+  "quantized state does use one, where it bounds the step's memory). On a GPU XLA fuses "
+  'multiple outputs.',
   "* compile time: XLA's compile is most of the total, about one LLVM kernel per output array; "
   'the least program (least/optax) shows how little of it any step that keeps one state array '
   'per param leaf (which sharding and checkpoints need) can save. Grouping all leaves with '
