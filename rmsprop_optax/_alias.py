@@ -89,6 +89,18 @@ def _trace_leaf_impl(
   return out, new
 
 
+def _state_only(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """``tx``'s state, advanced as ``tx`` advances it, and the updates passed through unchanged."""
+
+  def update_fn(
+    updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None
+  ) -> tuple[optax.Updates, optax.OptState]:
+    del params
+    return updates, tx.update((), state)[1]
+
+  return optax.GradientTransformation(tx.init, update_fn)
+
+
 def _times(a: optax.ScalarOrSchedule, b: optax.ScalarOrSchedule) -> optax.ScalarOrSchedule:
   """``a * b`` for numbers or schedules (a schedule if either is one)."""
   if not callable(a) and not callable(b):
@@ -231,6 +243,12 @@ def rmsprop(
   if not centered and mean_decay is not None:
     raise ValueError('rmsprop: `mean_decay` is only used with centered=True')
 
+  # Quantized state is stepped in loops over chunks; the learning rate's
+  # multiply between two of them would cost a full-size buffer, so the
+  # rescaling applies it (the chain keeps the learning rate's own state).
+  lr_into_rescale = (
+    has_momentum and lr_in_momentum and isinstance(accumulator_dtype, _quantize.Quantized)
+  )
   parts: list[optax.GradientTransformation] = []
   if maximize:
     parts.append(optax.scale(-1.0))
@@ -248,11 +266,14 @@ def rmsprop(
       bias_correction=bias_correction,
       accumulator_dtype=accumulator_dtype,
       check_gradients=False,  # checked once, below, before anything can promote them
+      learning_rate=learning_rate if lr_into_rescale else None,
     )
   )
   lr = optax.scale_by_learning_rate(learning_rate, flip_sign=False)
   if has_momentum:
     trace = _momentum(momentum, nesterov, accumulator_dtype)  # type: ignore[arg-type]
+    if lr_into_rescale:
+      lr = _state_only(lr)
     parts += [lr, trace] if lr_in_momentum else [trace, lr]
   else:
     parts.append(lr)

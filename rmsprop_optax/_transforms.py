@@ -206,8 +206,17 @@ def _scale_by_rms(
   bias_correction: bool,
   accumulator_dtype: AccumulatorDtype,
   check_gradients: bool = True,
+  learning_rate: optax.ScalarOrSchedule | None = None,
 ) -> optax.GradientTransformation:
-  """Both transformations. ``check_gradients=False`` when the caller checked them."""
+  """Both transformations. ``check_gradients=False`` when the caller checked them.
+
+  ``learning_rate``: multiply the output by it inside each leaf's step, as
+  ``optax.scale_by_learning_rate`` would after it (read at the same count), for
+  :func:`rmsprop_optax.rmsprop` with quantized state and the learning rate in
+  the momentum buffer: the product then comes out of the chunked loop, where an
+  elementwise multiply between that loop and the momentum buffer's would get a
+  full-size buffer of its own from XLA.
+  """
   _validate(name, decay, eps, mean_decay, bias_correction, initial_scale)
   if mean_decay is None:
     mean_decay = decay
@@ -242,6 +251,7 @@ def _scale_by_rms(
     # Schedules are read with the count before the increment, as in Optax.
     d = decay(state.count) if callable(decay) else decay
     md = mean_decay(state.count) if callable(mean_decay) else mean_decay
+    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
     count = optax.safe_increment(state.count)
     t = count if bias_correction else None
 
@@ -253,7 +263,7 @@ def _scale_by_rms(
     if centered:
       tables.append(_precision.state_tables(state.mu))  # type: ignore[union-attr]
     tables_arg = None if tables[0] is None else tables
-    results = [rescale(*leaf, d, md, eps, t, tables_arg) for leaf in zip(g, nu, mu)]
+    results = [rescale(*leaf, d, md, eps, t, lr, tables_arg) for leaf in zip(g, nu, mu)]
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
     new_nu = _precision.state_tree(state.nu, treedef, [r[1] for r in results])
     if not centered:
@@ -272,11 +282,13 @@ def _rescale(
   mean_decay: Hyperparameter,
   eps: Hyperparameter,
   t: jax.Array | None,
+  learning_rate: Hyperparameter,
   tables: list[_quantize.Tables] | None,
   **options: bool,
 ) -> tuple[jax.Array, StateLeaf, StateLeaf | None]:
   """One leaf: ``(out, new nu, new mu)``; ``t`` is the count when bias-correcting, else None.
 
+  ``learning_rate``: None, or a factor of ``out`` (see :func:`_scale_by_rms`);
   ``tables``: the quantized moments' lookup tables, or None for float state.
 
   :func:`_rescale_values` on the loaded moments; quantized moments are
@@ -294,6 +306,9 @@ def _rescale(
     out, new_nu, new_mu = _rescale_values(
       g, nu_v, mu_v, decay, mean_decay, eps, t, bitsandbytes=bnb, **options
     )
+    if learning_rate is not None:
+      # optax.scale_by_learning_rate's product, in the output's dtype.
+      out = jnp.asarray(learning_rate, out.dtype) * out
     return (out, new_nu) if new_mu is None else (out, new_nu, new_mu)
 
   stored = [nu] if mu is None else [nu, mu]

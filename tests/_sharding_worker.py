@@ -429,7 +429,9 @@ def case_data_parallel() -> dict[str, Any]:
 
 
 def case_step_memory() -> dict[str, Any]:
-  """Per-device memory of a donated training step (rmsprop_optax.step_memory), float32 vs 8-bit.
+  """Per-device memory of a donated training step (rmsprop_optax.step_memory), float32 vs 8-bit,
+
+  plain and centered with momentum.
 
   One 4096x4096 leaf in an FSDP layout (rows over all 8 devices) and a data x
   model layout (columns over 'model'); the step computes its gradient from a
@@ -444,9 +446,12 @@ def case_step_memory() -> dict[str, Any]:
     params = {
       'w': jax.ShapeDtypeStruct((4096, 4096), jnp.float32, sharding=NamedSharding(mesh, spec))
     }
+    cm = {'centered': True, 'momentum': 0.9}
     for name, opt in (
       ('float32', rmsprop_optax.rmsprop(1e-3)),
       ('q8', rmsprop_optax.rmsprop(1e-3, accumulator_dtype=rmsprop_optax.quantized(8))),
+      ('float32_cm', rmsprop_optax.rmsprop(1e-3, **cm)),
+      ('q8_cm', rmsprop_optax.rmsprop(1e-3, accumulator_dtype=rmsprop_optax.quantized(8), **cm)),
     ):
       plan = rmsprop_optax.step_memory(opt, params, loss, x)
       hlo = (

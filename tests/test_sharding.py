@@ -28,6 +28,7 @@ What they check (references and tolerances are the worker's constants):
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import jax
@@ -63,11 +64,12 @@ def test_quantized_state_sharded_like_params_and_equal_to_one_device():
 
 def test_quantized_step_memory_per_device_and_no_new_collective():
   result = run_case('step_memory')
-  for layout in ('fsdp', 'dm'):
-    f32, q8 = result[f'{layout}_float32'], result[f'{layout}_q8']
-    # 4096x4096 float32 over the devices that hold a shard of it: 8 (fsdp) or 4 ('model').
+  for layout, settings in itertools.product(('fsdp', 'dm'), ('', '_cm')):
+    f32, q8 = result[f'{layout}_float32{settings}'], result[f'{layout}_q8{settings}']
+    # 4096x4096 float32 per moment over the devices that hold a shard of it: 8 (fsdp) or 4 ('model').
     shards = 8 if layout == 'fsdp' else 4
-    assert f32['state_bytes'] == 4096 * 4096 * 4 // shards + 4
+    moments = 3 if settings else 1
+    assert f32['state_bytes'] == moments * 4096 * 4096 * 4 // shards + 4
     # The 8-bit step's temporaries: the float32 step's (the gradient) plus
     # chunk buffers, within 1/16 of the float32 state they replace.
     assert q8['temp_bytes'] - f32['temp_bytes'] <= f32['state_bytes'] / 16, (layout, f32, q8)
