@@ -294,3 +294,13 @@ def test_weight_decay_needs_params():
   state = opt.init(PARAMS)
   with pytest.raises(ValueError, match='params'):
     opt.update(PARAMS, state)
+
+
+@pytest.mark.parametrize('accumulator_dtype', [None, jnp.float32, rmsprop_optax.quantized(8)])
+def test_a_non_float_param_is_named_with_the_fix(accumulator_dtype):
+  params = {'layer': {'w': jnp.ones((2, 2)), 'steps': jnp.zeros((), jnp.int32)}}
+  with pytest.raises(TypeError) as info:
+    rmsprop_optax.rmsprop(1e-3, accumulator_dtype=accumulator_dtype).init(params)
+  message = str(info.value)
+  assert "['layer']['steps']" in message and 'int32' in message, message
+  assert 'optax.masked' in message and 'cast it to a float dtype' in message, message
