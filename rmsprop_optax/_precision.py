@@ -181,7 +181,9 @@ def state_tables(tree: Any) -> _quantize.Tables | None:
   if not isinstance(tree, _quantize.QuantizedTree):
     return None
   spec = tree.spec
-  return _quantize.lookup_tables(spec.bits, tree.signed, bool(spec.unsigned_zero), spec.rounding)
+  return _quantize.lookup_tables(
+    spec.bits, tree.signed, unsigned_zero=bool(spec.unsigned_zero), rounding=spec.rounding
+  )
 
 
 def state_leaves(tree: Any, treedef: Any) -> list[StateLeaf]:

@@ -205,8 +205,8 @@ class QuantizedArray:
   block of ``block_size`` elements along the last axis, shape
   ``shape[:-1] + (ceil(shape[-1] / block_size),)``. The logical ``shape``,
   ``bits``, ``block_size``, ``signed`` and ``unsigned_zero`` (which code map:
-  :func:`code_map`; the default ``True`` is bitsandbytes' map) are static, as
-  are ``layout`` and ``rounding`` (see :func:`quantized`); with
+  :func:`code_map`; ``True`` is bitsandbytes' map) are static, as are
+  ``layout`` and ``rounding`` (see :func:`quantized`); with
   ``layout='flat'`` the blocks run over the flattened array and ``scale`` has
   shape ``(ceil(size / block_size),)``.
   """
@@ -217,9 +217,9 @@ class QuantizedArray:
   bits: int
   block_size: int
   signed: bool
-  layout: str = 'last_axis'
-  rounding: str = 'nearest'
-  unsigned_zero: bool = True
+  layout: str
+  rounding: str
+  unsigned_zero: bool
 
   @property
   def dtype(self) -> jnp.dtype:
@@ -227,7 +227,9 @@ class QuantizedArray:
 
   def lookup_tables(self) -> Tables:
     """The lookup tables of this array's map and rounding, as arrays (see :func:`lookup_tables`)."""
-    return lookup_tables(self.bits, self.signed, self.unsigned_zero, self.rounding)
+    return lookup_tables(
+      self.bits, self.signed, unsigned_zero=self.unsigned_zero, rounding=self.rounding
+    )
 
   def dequantize(self, tables: Tables | None = None) -> jax.Array:
     """The float32 values the codes stand for (``tables``: see :func:`lookup_tables`)."""
@@ -285,7 +287,7 @@ def bitsandbytes_ema_of_squares(decay: Any, nu: jax.Array, g: jax.Array) -> jax.
 
 
 @functools.cache
-def code_map(bits: int, signed: bool, unsigned_zero: bool = True) -> np.ndarray:
+def code_map(bits: int, signed: bool, *, unsigned_zero: bool) -> np.ndarray:
   """The dynamic (tree) code map, sorted, as bitsandbytes' ``create_dynamic_map``.
 
   For 8 bits this is ``create_dynamic_map(signed, max_exponent_bits=7,
@@ -345,7 +347,7 @@ def quantize(
   signed: bool,
   layout: str = 'last_axis',
   rounding: str = 'nearest',
-  unsigned_zero: bool = True,
+  unsigned_zero: bool,
   tables: Tables | None = None,
 ) -> QuantizedArray:
   """Codes of ``x`` (float32) with one absmax scale per block (see :func:`quantized`)."""
@@ -372,7 +374,7 @@ def quantize(
     padded = jnp.pad(padded, [(0, 0)] * (len(shape) - 1) + [(0, n_blocks * b - n)])
   blocks = padded.reshape(shape[:-1] + (n_blocks, b))
   if tables is None:
-    tables = lookup_tables(bits, signed, unsigned_zero, rounding)
+    tables = lookup_tables(bits, signed, unsigned_zero=unsigned_zero, rounding=rounding)
   scale = jnp.max(jnp.abs(blocks), axis=-1)
   normalized = blocks * jnp.where(scale > 0, 1 / jnp.where(scale > 0, scale, 1), 0)[..., None]
   if rounding == 'bitsandbytes':
@@ -381,7 +383,7 @@ def quantize(
     codes = tables['lut'][bins.astype(jnp.int32)]
     codes = jnp.where(scale[..., None] > 0, codes, jnp.uint8(0))
   else:
-    codes = _nearest_codes(normalized, bits, signed, unsigned_zero, tables)
+    codes = _nearest_codes(normalized, bits, signed, unsigned_zero=unsigned_zero, tables=tables)
   codes = codes.reshape(shape[:-1] + (n_blocks * b,))[..., :n]
   if bits == 4:
     codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
@@ -428,13 +430,13 @@ def _float_key(v: Any) -> Any:
 
 @functools.cache
 def _bucket_table(
-  bits: int, signed: bool, unsigned_zero: bool = True
+  bits: int, signed: bool, unsigned_zero: bool
 ) -> tuple[np.ndarray, np.ndarray, int, int]:
   """Midpoints, the count of midpoints below each bucket, the first bucket, and K.
 
   K is the most midpoints any bucket holds: the compares a lookup needs.
   """
-  table = code_map(bits, signed, unsigned_zero)
+  table = code_map(bits, signed, unsigned_zero=unsigned_zero)
   midpoints = ((table[1:] + table[:-1]) / 2).astype(np.float32)
   ends = np.array([-_KEY_RANGE, _KEY_RANGE], np.float32)
   first, last = (_float_key(ends) >> _KEY_SHIFT).tolist()
@@ -446,7 +448,7 @@ def _bucket_table(
 
 
 def _nearest_codes(
-  v: jax.Array, bits: int, signed: bool, unsigned_zero: bool = True, tables: Tables | None = None
+  v: jax.Array, bits: int, signed: bool, *, unsigned_zero: bool, tables: Tables | None = None
 ) -> jax.Array:
   """The number of code-map midpoints strictly below each ``v``: its nearest code.
 
@@ -455,7 +457,7 @@ def _nearest_codes(
   """
   midpoints, below, first, k = _bucket_table(bits, signed, unsigned_zero)
   if tables is None:
-    tables = lookup_tables(bits, signed, unsigned_zero)
+    tables = lookup_tables(bits, signed, unsigned_zero=unsigned_zero)
   bucket = jnp.clip((_float_key(v) >> _KEY_SHIFT) - first, 0, len(below) - 1)
   codes = tables['below'][bucket].astype(jnp.int32)
   mids = tables['midpoints']
@@ -468,7 +470,7 @@ def _nearest_codes(
 
 
 def lookup_tables(
-  bits: int, signed: bool, unsigned_zero: bool = True, rounding: str = 'nearest'
+  bits: int, signed: bool, *, unsigned_zero: bool, rounding: str = 'nearest'
 ) -> Tables:
   """A map's lookup tables as arrays: the code map, its midpoints, the bucket counts, bnb's table.
 
@@ -480,7 +482,7 @@ def lookup_tables(
   """
   midpoints, below, _, _ = _bucket_table(bits, signed, unsigned_zero)
   out = {
-    'map': jnp.asarray(code_map(bits, signed, unsigned_zero)),
+    'map': jnp.asarray(code_map(bits, signed, unsigned_zero=unsigned_zero)),
     'midpoints': jnp.asarray(midpoints),
     # At most 255 midpoints lie below any bucket: a byte each, a quarter of int32's cache.
     'below': jnp.asarray(below.astype(np.uint8)),
@@ -491,13 +493,13 @@ def lookup_tables(
 
 
 @functools.cache
-def _bnb_lut(bits: int, signed: bool, unsigned_zero: bool = True) -> np.ndarray:
+def _bnb_lut(bits: int, signed: bool, unsigned_zero: bool) -> np.ndarray:
   """bnb's CPU lookup table (csrc/cpu_ops.cpp, ``build_quantize_lut``), float32 as there.
 
   Bin ``i`` stands for ``-1 + 2 i / 65535`` and gets the number of code-map
   midpoints below it: the code whose midpoint interval holds that value.
   """
-  table = code_map(bits, signed, unsigned_zero)
+  table = code_map(bits, signed, unsigned_zero=unsigned_zero)
   midpoints = np.float32(0.5) * (table[:-1] + table[1:])
   i = np.arange(_LUT_SIZE, dtype=np.float32)
   values = np.float32(-1.0) + (np.float32(2.0) * i) / np.float32(_LUT_SIZE - 1)
@@ -526,7 +528,7 @@ def init(
   shape = tuple(np.shape(param))
   signed = signed if spec.signed is None else spec.signed
   unsigned_zero = bool(spec.unsigned_zero)
-  table = code_map(spec.bits, signed, unsigned_zero)
+  table = code_map(spec.bits, signed, unsigned_zero=unsigned_zero)
   # A nonzero fill is its own block scale (code for 1.0); zero is code for 0,
   # or the smallest code of a map without 0: either times the scale 0 is 0
   # (bnb's rounding: code 0 for a zero block, as its zero-filled uint8 state).

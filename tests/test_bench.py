@@ -209,7 +209,7 @@ def test_code_lookup_method_gives_the_default_codes(bits: int, signed: bool) -> 
 
   from rmsprop_optax import _quantize
 
-  table = _quantize.code_map(bits, signed)
+  table = _quantize.code_map(bits, signed, unsigned_zero=True)
   midpoints = (table[1:] + table[:-1]) / 2
   rng = np.random.default_rng(0)
   x = rng.uniform(-1 if signed else 0, 1, 20000).astype(np.float32)
@@ -228,7 +228,9 @@ def test_code_lookup_method_gives_the_default_codes(bits: int, signed: bool) -> 
   np.testing.assert_array_equal(default, np.searchsorted(midpoints, x, side='left'))
   # quantize() itself, on a block whose absmax is 1 (normalized values are x).
   x1 = np.concatenate([x, np.ones(2 - x.size % 2, np.float32)])  # even, absmax 1
-  q = _quantize.quantize(jnp.asarray(x1), bits=bits, block_size=x1.size, signed=signed)
+  q = _quantize.quantize(
+    jnp.asarray(x1), bits=bits, block_size=x1.size, signed=signed, unsigned_zero=True
+  )
   codes = np.asarray(q.codes)
   if bits == 4:
     codes = np.stack([codes & 15, codes >> 4], axis=-1).reshape(-1)

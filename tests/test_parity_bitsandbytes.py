@@ -69,14 +69,14 @@ def _run(ours, torch_opt_cls, **torch_kwargs):
 @pytest.mark.parametrize('signed', [True, False])
 def test_code_map_is_bitsandbytes_dynamic_map(signed):
   expected = bnb_functional.create_dynamic_map(signed=signed).numpy()
-  np.testing.assert_array_equal(code_map(8, signed), expected)
+  np.testing.assert_array_equal(code_map(8, signed, unsigned_zero=True), expected)
 
 
 def test_rmsprop8bit_codes_absmax_and_trajectory():
   mismatches, errors, topt, tparams = _run(presets.bitsandbytes(_schedule), bnb.optim.RMSprop8bit)
   # RMSprop8bit's one state uses name2qmap['dynamic'], the signed map.
   qmap = topt.state[tparams[0]]['qmap1'].numpy()
-  np.testing.assert_array_equal(qmap, code_map(8, True))
+  np.testing.assert_array_equal(qmap, code_map(8, True, unsigned_zero=True))
   kinds = [None if m is None else 'uint8' for m in mismatches[0]]
   assert kinds == ['uint8', 'uint8', None, 'uint8']
   # Every code of every quantized leaf and every absmax, at every one of the 100 steps.

@@ -49,13 +49,13 @@ def _zero_free_map_np(bits):
   return np.sort(np.asarray(values))
 
 
-def _table_np(bits, signed, unsigned_zero=True):
+def _table_np(bits, signed, unsigned_zero):
   if not signed and not unsigned_zero:
     return _zero_free_map_np(bits)
-  return _quantize.code_map(bits, signed).astype(np.float64)
+  return _quantize.code_map(bits, signed, unsigned_zero=True).astype(np.float64)
 
 
-def _nearest_codes_np(x, bits, block_size, signed, unsigned_zero=True):
+def _nearest_codes_np(x, bits, block_size, signed, unsigned_zero):
   """Brute force: per block absmax, then argmin over every code of the map."""
   table = _table_np(bits, signed, unsigned_zero)
   x = np.asarray(x, np.float32)
@@ -74,8 +74,8 @@ def _nearest_codes_np(x, bits, block_size, signed, unsigned_zero=True):
   return codes.astype(np.uint8), scale
 
 
-def _dequantize_np(codes, scale, bits, block_size, signed, unsigned_zero=True):
-  table = _quantize.code_map(bits, signed, unsigned_zero)
+def _dequantize_np(codes, scale, bits, block_size, signed, unsigned_zero):
+  table = _quantize.code_map(bits, signed, unsigned_zero=unsigned_zero)
   n = codes.shape[-1]
   b = min(block_size, n)
   return table[codes] * np.repeat(scale, b, axis=-1)[..., :n]
@@ -84,7 +84,7 @@ def _dequantize_np(codes, scale, bits, block_size, signed, unsigned_zero=True):
 @pytest.mark.parametrize('bits', [8, 4])
 @pytest.mark.parametrize('signed', [False, True])
 def test_code_map_is_sorted_distinct_and_spans_the_unit_interval(bits, signed):
-  table = _quantize.code_map(bits, signed)
+  table = _quantize.code_map(bits, signed, unsigned_zero=True)
   assert table.shape == (2**bits,) and table.dtype == np.float32
   assert np.all(np.diff(table) > 0)
   assert table[-1] == 1.0 and 0.0 in table
@@ -101,12 +101,13 @@ def test_zero_free_unsigned_map(bits):
   assert table.shape == (2**bits,) and table.dtype == np.float32
   assert np.all(np.diff(table) > 0) and table[0] > 0 and table[-1] == 1.0
   np.testing.assert_allclose(table, _zero_free_map_np(bits), rtol=1e-6)
-  np.testing.assert_array_equal(table[1:], _quantize.code_map(bits, False)[1:])
+  np.testing.assert_array_equal(table[1:], _quantize.code_map(bits, False, unsigned_zero=True)[1:])
   # The new decade's one cell is [0.1, 1]: its midpoint 0.55, times 10**-7 (10**-3), in float32.
   assert table[0] == np.float32(1e-7 if bits == 8 else 1e-3) * np.float32(0.55)
   # The signed map keeps its 0 (mu and the momentum buffer cross it).
   np.testing.assert_array_equal(
-    _quantize.code_map(bits, True, unsigned_zero=False), _quantize.code_map(bits, True)
+    _quantize.code_map(bits, True, unsigned_zero=False),
+    _quantize.code_map(bits, True, unsigned_zero=True),
   )
 
 
@@ -168,7 +169,7 @@ def test_quantize_picks_the_nearest_code_and_dequantizes(
 @pytest.mark.parametrize('signed, unsigned_zero', [(False, True), (False, False), (True, True)])
 def test_code_lookup_equals_a_binary_search_for_every_kind_of_float(bits, signed, unsigned_zero):
   """The bucket-table lookup counts the midpoints below each value, as searchsorted does."""
-  table = _quantize.code_map(bits, signed, unsigned_zero)
+  table = _quantize.code_map(bits, signed, unsigned_zero=unsigned_zero)
   midpoints = (table[1:] + table[:-1]) / 2
   rng = np.random.default_rng(4)
   values = [
@@ -181,14 +182,14 @@ def test_code_lookup_equals_a_binary_search_for_every_kind_of_float(bits, signed
     [0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 3.0, -3.0, np.inf, -np.inf, 2.0, -2.0],
   ]
   v = np.concatenate([np.asarray(x, np.float32) for x in values])
-  lookup = jax.jit(lambda x: _quantize._nearest_codes(x, bits, signed, unsigned_zero))
+  lookup = jax.jit(lambda x: _quantize._nearest_codes(x, bits, signed, unsigned_zero=unsigned_zero))
   got = np.asarray(lookup(jnp.asarray(v)))
   np.testing.assert_array_equal(got, np.searchsorted(midpoints, v, side='left'))
 
 
 def test_quantize_round_trip_error_is_bounded_by_the_code_spacing():
   x = jnp.asarray(np.random.default_rng(1).standard_normal((16, 1024)), jnp.float32) ** 2
-  q = _quantize.quantize(x, bits=8, block_size=256, signed=False)
+  q = _quantize.quantize(x, bits=8, block_size=256, signed=False, unsigned_zero=False)
   # The top decade of the unsigned 8-bit map is 128 codes over [0.1, 1]:
   # spacing 0.007 of the block maximum, so half of it at most.
   scale = jnp.repeat(q.scale, 256, axis=-1)
