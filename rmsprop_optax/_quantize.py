@@ -282,7 +282,9 @@ def bitsandbytes_ema_of_squares(decay: Any, nu: jax.Array, g: jax.Array) -> jax.
   """
   scaled = decay * nu
   # Which product the compiler fuses into the add is its choice; LLVM fuses
-  # the one with fewer uses, so ``scaled`` gets a second (no-op) use.
+  # the one with fewer uses, so ``scaled`` gets a second (no-op) use. Without
+  # it, this test fails (it runs without bitsandbytes installed):
+  # tests/test_quantized.py::test_bitsandbytes_rounding_of_the_second_moment_holds_in_the_compiled_step
   return jnp.maximum(((1 - decay) * g) * g + scaled, scaled * 0)
 
 
