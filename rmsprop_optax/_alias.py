@@ -53,7 +53,7 @@ def _momentum(
     params: optax.Params | None = None,
   ) -> tuple[optax.Updates, optax.TraceState | ScheduledTraceState]:
     del params
-    beta = momentum(state.count) if scheduled else momentum  # type: ignore[operator]
+    beta = momentum(state.count) if scheduled else momentum
     u, treedef = jax.tree.flatten(updates)
     stored = _precision.state_leaves(state.trace, treedef)
     tables = _precision.state_tables(state.trace)
@@ -271,14 +271,14 @@ def rmsprop(
   )
   lr = optax.scale_by_learning_rate(learning_rate, flip_sign=False)
   if has_momentum:
-    trace = _momentum(momentum, nesterov, accumulator_dtype)  # type: ignore[arg-type]
+    trace = _momentum(momentum, nesterov, accumulator_dtype)
     if lr_into_rescale:
       lr = _state_only(lr)
     parts += [lr, trace] if lr_in_momentum else [trace, lr]
   else:
     parts.append(lr)
   if has_decay and decoupled_weight_decay:
-    parts.append(optax.add_decayed_weights(_times(learning_rate, weight_decay), weight_decay_mask))  # type: ignore[arg-type]
+    parts.append(optax.add_decayed_weights(_times(learning_rate, weight_decay), weight_decay_mask))
   parts.append(optax.scale(-1.0))
   chain = optax.chain(*parts)
 

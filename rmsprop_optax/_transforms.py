@@ -19,7 +19,7 @@ import functools
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, cast
 
 import chex
 import jax
@@ -255,23 +255,25 @@ def _scale_by_rms(
     count = optax.safe_increment(state.count)
     t = count if bias_correction else None
 
+    # init_fn made a ScaleByCenteredRmsState when centered.
+    mu_state = cast(ScaleByCenteredRmsState, state).mu if centered else None
     g, treedef = jax.tree.flatten(updates)
     nu = _precision.state_leaves(state.nu, treedef)
-    mu = _precision.state_leaves(state.mu, treedef) if centered else [None] * len(g)  # type: ignore[union-attr]
+    mu = _precision.state_leaves(mu_state, treedef) if centered else [None] * len(g)
     # Passed to every leaf's function as arguments, not made inside each.
     tables = [_precision.state_tables(state.nu)]
     if centered:
-      tables.append(_precision.state_tables(state.mu))  # type: ignore[union-attr]
+      tables.append(_precision.state_tables(mu_state))
     tables_arg = None if tables[0] is None else tables
     results = [rescale(*leaf, d, md, eps, t, lr, tables_arg) for leaf in zip(g, nu, mu)]
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
     new_nu = _precision.state_tree(state.nu, treedef, [r[1] for r in results])
     if not centered:
       return out, ScaleByRmsState(count=count, nu=new_nu)
-    new_mu = _precision.state_tree(state.mu, treedef, [r[2] for r in results])  # type: ignore[union-attr]
+    new_mu = _precision.state_tree(mu_state, treedef, [r[2] for r in results])
     return out, ScaleByCenteredRmsState(count=count, mu=new_mu, nu=new_nu)
 
-  return optax.GradientTransformation(init_fn, update_fn)  # type: ignore[arg-type]
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _rescale(
