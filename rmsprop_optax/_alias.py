@@ -68,7 +68,9 @@ def _momentum(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _trace_values(u: jax.Array, b: jax.Array, beta: Any, nesterov: bool) -> list[jax.Array]:
+def _trace_values(
+  u: jax.Array, b: jax.Array, beta: _transforms.Hyperparameter, nesterov: bool
+) -> list[jax.Array]:
   """``optax.trace``'s update of one leaf: ``[out, new buffer]``."""
   out, new = optax.trace(decay=beta, nesterov=nesterov).update(u, optax.TraceState(trace=b))
   return [out, new.trace]
@@ -77,7 +79,7 @@ def _trace_values(u: jax.Array, b: jax.Array, beta: Any, nesterov: bool) -> list
 def _trace_leaf_impl(
   u: jax.Array,
   stored: _precision.StateLeaf,
-  beta: Any,
+  beta: _transforms.Hyperparameter,
   tables: list[_quantize.Tables] | None,
   *,
   nesterov: bool,

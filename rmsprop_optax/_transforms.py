@@ -19,7 +19,7 @@ import functools
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeAlias, cast
+from typing import Any, NamedTuple, TypeAlias, TypeGuard, cast
 
 import chex
 import jax
@@ -30,9 +30,10 @@ import optax
 from rmsprop_optax import _checks, _precision, _quantize
 from rmsprop_optax._precision import AccumulatorDtype, StateLeaf
 
-# A hyperparameter inside the jitted per-leaf math: a Python number (folded in
-# as a compile-time constant) or a scalar array or tracer.
-Hyperparameter: TypeAlias = Any
+# A hyperparameter inside the jitted per-leaf math, a schedule already read: a
+# Python (or NumPy scalar) number, folded in as a compile-time constant, or a
+# scalar tracer (an array argument is traced: see _trace_once_per_shape).
+Hyperparameter: TypeAlias = float | jax.Array
 
 # Below this a concrete eps may round to zero in float32 (or flush as a
 # denormal), so the zero-denominator guard stays on.
@@ -405,7 +406,7 @@ def _bias_correction(decay: Hyperparameter, t: jax.Array, dtype: jnp.dtype) -> j
   return -jnp.expm1(t.astype(dtype) * log_decay)
 
 
-def _is_python_number(value: Any) -> bool:
+def _is_python_number(value: object) -> TypeGuard[float]:
   return isinstance(value, numbers.Real) and not isinstance(value, (np.ndarray, jax.Array))
 
 
