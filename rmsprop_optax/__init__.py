@@ -10,12 +10,12 @@ Three tiers:
 
 from rmsprop_optax import presets as presets
 from rmsprop_optax import schedules as schedules
-from rmsprop_optax._alias import ScheduledTraceState as ScheduledTraceState
-from rmsprop_optax._alias import rmsprop as rmsprop
 from rmsprop_optax._quantize import Quantized as Quantized
 from rmsprop_optax._quantize import QuantizedArray as QuantizedArray
 from rmsprop_optax._quantize import QuantizedTree as QuantizedTree
 from rmsprop_optax._quantize import quantized as quantized
+from rmsprop_optax._rmsprop import ScheduledTraceState as ScheduledTraceState
+from rmsprop_optax._rmsprop import rmsprop as rmsprop
 from rmsprop_optax._transforms import ScaleByCenteredRmsState as ScaleByCenteredRmsState
 from rmsprop_optax._transforms import ScaleByRmsState as ScaleByRmsState
 from rmsprop_optax._transforms import scale_by_centered_rms as scale_by_centered_rms

@@ -19,7 +19,7 @@ import functools
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, TypeGuard, cast
 
 import chex
 import jax
@@ -30,9 +30,10 @@ import optax
 from rmsprop_optax import _checks, _precision, _quantize
 from rmsprop_optax._precision import AccumulatorDtype, StateLeaf
 
-# A hyperparameter inside the jitted per-leaf math: a Python number (folded in
-# as a compile-time constant) or a scalar array or tracer.
-Hyperparameter: TypeAlias = Any
+# A hyperparameter inside the jitted per-leaf math, a schedule already read: a
+# Python (or NumPy scalar) number, folded in as a compile-time constant, or a
+# scalar tracer (an array argument is traced: see _trace_once_per_shape).
+Hyperparameter: TypeAlias = float | jax.Array
 
 # Below this a concrete eps may round to zero in float32 (or flush as a
 # denormal), so the zero-denominator guard stays on.
@@ -255,23 +256,25 @@ def _scale_by_rms(
     count = optax.safe_increment(state.count)
     t = count if bias_correction else None
 
+    # init_fn made a ScaleByCenteredRmsState when centered.
+    mu_state = cast(ScaleByCenteredRmsState, state).mu if centered else None
     g, treedef = jax.tree.flatten(updates)
     nu = _precision.state_leaves(state.nu, treedef)
-    mu = _precision.state_leaves(state.mu, treedef) if centered else [None] * len(g)  # type: ignore[union-attr]
+    mu = _precision.state_leaves(mu_state, treedef) if centered else [None] * len(g)
     # Passed to every leaf's function as arguments, not made inside each.
     tables = [_precision.state_tables(state.nu)]
     if centered:
-      tables.append(_precision.state_tables(state.mu))  # type: ignore[union-attr]
+      tables.append(_precision.state_tables(mu_state))
     tables_arg = None if tables[0] is None else tables
     results = [rescale(*leaf, d, md, eps, t, lr, tables_arg) for leaf in zip(g, nu, mu)]
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
     new_nu = _precision.state_tree(state.nu, treedef, [r[1] for r in results])
     if not centered:
       return out, ScaleByRmsState(count=count, nu=new_nu)
-    new_mu = _precision.state_tree(state.mu, treedef, [r[2] for r in results])  # type: ignore[union-attr]
+    new_mu = _precision.state_tree(mu_state, treedef, [r[2] for r in results])
     return out, ScaleByCenteredRmsState(count=count, mu=new_mu, nu=new_nu)
 
-  return optax.GradientTransformation(init_fn, update_fn)  # type: ignore[arg-type]
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def _rescale(
@@ -403,7 +406,7 @@ def _bias_correction(decay: Hyperparameter, t: jax.Array, dtype: jnp.dtype) -> j
   return -jnp.expm1(t.astype(dtype) * log_decay)
 
 
-def _is_python_number(value: Any) -> bool:
+def _is_python_number(value: object) -> TypeGuard[float]:
   return isinstance(value, numbers.Real) and not isinstance(value, (np.ndarray, jax.Array))
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, TypeAlias
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,8 +16,14 @@ from rmsprop_optax._transforms import ScaleByCenteredRmsState, ScaleByRmsState
 
 RmsState = ScaleByRmsState | ScaleByCenteredRmsState
 
+# What :func:`step_memory` compiles for: a tree of arrays, or of their shapes
+# and dtypes (and shardings), as ``jax.jit(...).lower`` takes.
+ShapedTree: TypeAlias = (
+  'jax.typing.ArrayLike | jax.ShapeDtypeStruct | Iterable[ShapedTree] | Mapping[Any, ShapedTree]'
+)
 
-def memory_length(decay: Any) -> Any:
+
+def memory_length(decay: jax.typing.ArrayLike) -> float | jax.Array:
   """The effective memory of an EMA with this decay: ``1 / (1 - decay)`` steps.
 
   The weights ``(1 - decay) * decay**k`` of past squared gradients sum to 1 and
@@ -72,11 +79,11 @@ def find_rms_state(opt_state: optax.OptState) -> RmsState:
 
 def effective_learning_rate(
   opt_state: optax.OptState,
-  learning_rate: Any,
+  learning_rate: optax.ScalarOrSchedule,
   *,
-  eps: Any,
+  eps: jax.typing.ArrayLike,
   eps_in_sqrt: bool = True,
-) -> Any:
+) -> chex.ArrayTree:
   """Per element, the step size RMSprop applies: ``lr / sqrt(s + eps)``.
 
   ``s`` is the raw second moment ``nu`` (centered: ``max(nu - |mu|**2, 0)``)
@@ -129,9 +136,9 @@ class StepMemory(NamedTuple):
 
 def step_memory(
   opt: optax.GradientTransformation,
-  params: Any,
+  params: ShapedTree,
   loss_fn: Callable[..., jax.Array] | None = None,
-  *batch: Any,
+  *batch: ShapedTree,
 ) -> StepMemory:
   """How much memory ``opt``'s state and a training step take, before anything is allocated.
 

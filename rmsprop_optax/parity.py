@@ -38,7 +38,7 @@ import numpy as np
 import optax
 
 from rmsprop_optax import presets
-from rmsprop_optax._alias import rmsprop
+from rmsprop_optax._rmsprop import rmsprop
 
 Params = dict[str, np.ndarray]
 Trajectory = list[Params]

@@ -63,13 +63,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import Any
 
 import jax.numpy as jnp
 import optax
 
-from rmsprop_optax._alias import rmsprop
+from rmsprop_optax._precision import AccumulatorDtype
 from rmsprop_optax._quantize import quantized
+from rmsprop_optax._rmsprop import rmsprop
 
 __all__ = (
   'bitsandbytes',
@@ -353,7 +353,7 @@ def bitsandbytes(
   if isinstance(alpha, (int, float)) and alpha == 0:
     raise ValueError('bitsandbytes: alpha=0 is refused by bitsandbytes (NotImplementedError)')
   if optim_bits == 8:
-    accumulator_dtype: Any = quantized(
+    accumulator_dtype: AccumulatorDtype = quantized(
       8, 256, min_8bit_size, layout='flat', rounding='bitsandbytes', signed=True
     )
   elif optim_bits == 32:

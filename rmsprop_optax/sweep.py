@@ -32,8 +32,9 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,14 +63,14 @@ class _Problem(NamedTuple):
   """The callables of a sweep: one static (hashed) argument of the compiled program."""
 
   optimizer: Callable[..., optax.GradientTransformation]
-  loss_fn: Callable[[Any, Any], jax.Array]
-  init_fn: Callable[[jax.Array], Any]
-  eval_fn: Callable[[Any], Mapping[str, jax.Array]] | None
-  batches_fn: Callable[[jax.Array], Any] | None
+  loss_fn: Callable[[optax.Params, chex.ArrayTree], jax.Array]
+  init_fn: Callable[[jax.Array], optax.Params]
+  eval_fn: Callable[[optax.Params], Mapping[str, jax.Array]] | None
+  batches_fn: Callable[[jax.Array], chex.ArrayTree] | None
 
 
 def _one_run(
-  learning_rate: jax.Array, seed: jax.Array, batches: Any, problem: _Problem
+  learning_rate: jax.Array, seed: jax.Array, batches: chex.ArrayTree | None, problem: _Problem
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """One training run: ``init_fn``, ``lax.scan`` of the steps, ``eval_fn``."""
   init_key, data_key = jax.random.split(jax.random.key(seed))
@@ -79,7 +80,9 @@ def _one_run(
   opt = problem.optimizer(learning_rate=learning_rate)
   opt_state = opt.init(params)
 
-  def step(carry: Any, batch: Any) -> tuple[Any, jax.Array]:
+  def step(
+    carry: tuple[optax.Params, optax.OptState], batch: chex.ArrayTree
+  ) -> tuple[tuple[optax.Params, optax.OptState], jax.Array]:
     params, opt_state = carry
     loss, grads = jax.value_and_grad(problem.loss_fn)(params, batch)
     updates, opt_state = opt.update(grads, opt_state, params)
@@ -92,7 +95,7 @@ def _one_run(
 
 @functools.partial(jax.jit, static_argnames=('problem',))
 def _sweep(
-  learning_rates: jax.Array, seeds: jax.Array, batches: Any, problem: _Problem
+  learning_rates: jax.Array, seeds: jax.Array, batches: chex.ArrayTree | None, problem: _Problem
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   run = functools.partial(_one_run, problem=problem)
   over_seeds = jax.vmap(run, in_axes=(None, 0, None))  # init once per seed
@@ -101,13 +104,13 @@ def _sweep(
 
 def lr_sweep(
   optimizer: Callable[..., optax.GradientTransformation],
-  loss_fn: Callable[[Any, Any], jax.Array],
-  init_fn: Callable[[jax.Array], Any],
-  batches: Any,
+  loss_fn: Callable[[optax.Params, chex.ArrayTree], jax.Array],
+  init_fn: Callable[[jax.Array], optax.Params],
+  batches: chex.ArrayTree | Callable[[jax.Array], chex.ArrayTree],
   learning_rates: Sequence[float] | np.ndarray | jax.Array,
   seeds: Sequence[int] | np.ndarray | jax.Array,
   *,
-  eval_fn: Callable[[Any], Mapping[str, jax.Array]] | None = None,
+  eval_fn: Callable[[optax.Params], Mapping[str, jax.Array]] | None = None,
 ) -> SweepResult:
   """Trains one model per (learning rate, seed) pair, all in one jitted, vmapped program.
 

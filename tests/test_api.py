@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import pathlib
+import re
 import subprocess
 import sys
 
 import optax
 
 import rmsprop_optax
+from rmsprop_optax import diagnostics, presets, schedules, sweep
 
 PUBLIC = {
   'Quantized',
@@ -82,6 +84,30 @@ def test_public_signatures():
     assert sig.parameters['decay'].default == 0.9
     assert sig.parameters['eps'].default == 1e-8
     assert sig.parameters['eps_in_sqrt'].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def _public_functions():
+  modules = (rmsprop_optax, presets, schedules, sweep, diagnostics)
+  for module in modules:
+    names = getattr(module, '__all__', [n for n in vars(module) if not n.startswith('_')])
+    for name in names:
+      obj = getattr(module, name)
+      if inspect.isfunction(obj) and obj.__module__.startswith('rmsprop_optax'):
+        yield f'{module.__name__}.{name}', obj
+
+
+def test_public_functions_are_typed_without_any():
+  """Every public parameter and return has a type, and none is a bare ``Any``."""
+  functions = dict(_public_functions())
+  assert {'rmsprop_optax.memory_length', 'rmsprop_optax.sweep.lr_sweep'} <= set(functions)
+  for name, fn in functions.items():
+    sig = inspect.signature(fn)
+    annotations = {p: v.annotation for p, v in sig.parameters.items()}
+    annotations['return'] = sig.return_annotation
+    for param, annotation in annotations.items():
+      assert annotation is not inspect.Parameter.empty, (name, param)
+      text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+      assert not re.search(r'\bAny\b', text), (name, param, text)
 
 
 def test_transformations_are_optax_gradient_transformations():

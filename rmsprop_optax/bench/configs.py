@@ -16,8 +16,8 @@ import numpy as np
 import optax
 
 from rmsprop_optax import presets
-from rmsprop_optax._alias import rmsprop
 from rmsprop_optax._quantize import quantized
+from rmsprop_optax._rmsprop import rmsprop
 
 LR = 1e-3
 

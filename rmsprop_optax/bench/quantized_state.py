@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rmsprop_optax import _quantize
-from rmsprop_optax._alias import rmsprop
 from rmsprop_optax._quantize import quantized
+from rmsprop_optax._rmsprop import rmsprop
 from rmsprop_optax.bench.configs import (
   CONFIGS,
   LR,

@@ -28,8 +28,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rmsprop_optax import diagnostics
-from rmsprop_optax._alias import rmsprop
 from rmsprop_optax._quantize import quantized
+from rmsprop_optax._rmsprop import rmsprop
 from rmsprop_optax.bench.configs import LR, MOMENTUM
 
 DEVICES = 8

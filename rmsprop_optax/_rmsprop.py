@@ -53,7 +53,7 @@ def _momentum(
     params: optax.Params | None = None,
   ) -> tuple[optax.Updates, optax.TraceState | ScheduledTraceState]:
     del params
-    beta = momentum(state.count) if scheduled else momentum  # type: ignore[operator]
+    beta = momentum(state.count) if scheduled else momentum
     u, treedef = jax.tree.flatten(updates)
     stored = _precision.state_leaves(state.trace, treedef)
     tables = _precision.state_tables(state.trace)
@@ -68,7 +68,9 @@ def _momentum(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _trace_values(u: jax.Array, b: jax.Array, beta: Any, nesterov: bool) -> list[jax.Array]:
+def _trace_values(
+  u: jax.Array, b: jax.Array, beta: _transforms.Hyperparameter, nesterov: bool
+) -> list[jax.Array]:
   """``optax.trace``'s update of one leaf: ``[out, new buffer]``."""
   out, new = optax.trace(decay=beta, nesterov=nesterov).update(u, optax.TraceState(trace=b))
   return [out, new.trace]
@@ -77,7 +79,7 @@ def _trace_values(u: jax.Array, b: jax.Array, beta: Any, nesterov: bool) -> list
 def _trace_leaf_impl(
   u: jax.Array,
   stored: _precision.StateLeaf,
-  beta: Any,
+  beta: _transforms.Hyperparameter,
   tables: list[_quantize.Tables] | None,
   *,
   nesterov: bool,
@@ -271,14 +273,14 @@ def rmsprop(
   )
   lr = optax.scale_by_learning_rate(learning_rate, flip_sign=False)
   if has_momentum:
-    trace = _momentum(momentum, nesterov, accumulator_dtype)  # type: ignore[arg-type]
+    trace = _momentum(momentum, nesterov, accumulator_dtype)
     if lr_into_rescale:
       lr = _state_only(lr)
     parts += [lr, trace] if lr_in_momentum else [trace, lr]
   else:
     parts.append(lr)
   if has_decay and decoupled_weight_decay:
-    parts.append(optax.add_decayed_weights(_times(learning_rate, weight_decay), weight_decay_mask))  # type: ignore[arg-type]
+    parts.append(optax.add_decayed_weights(_times(learning_rate, weight_decay), weight_decay_mask))
   parts.append(optax.scale(-1.0))
   chain = optax.chain(*parts)
 
