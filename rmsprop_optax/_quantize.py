@@ -736,21 +736,26 @@ def map_moments(
   moment_tables: list[Tables] | None = None,
   *,
   chunked: bool = True,
+  inputs: tuple[jax.Array, ...] = (),
 ) -> tuple[jax.Array, list[QuantizedArray]]:
-  """``fn(x, *values) -> (out, *new values)`` on the float32 values of one leaf's ``moments``.
+  """``fn(x, *values, *inputs) -> (out, *new values)`` on the float32 values of ``moments``.
 
   Each chunk of rows (:func:`map_chunks`) is dequantized, stepped by ``fn``
   and requantized, so no full-size float32 copy of a moment exists;
   ``chunked=False`` steps the whole leaf at once. ``out`` has ``x``'s shape
   and dtype; the new moments are stored as ``moments`` are. ``moment_tables``:
   each moment's :func:`lookup_tables`, made by the caller once per step.
+  ``inputs``: arrays of ``x``'s shape that ``fn`` reads (e.g. the param),
+  passed chunk by chunk: an elementwise product of one with ``x`` made before
+  the loop would be a full-size buffer of its own.
   """
   if moment_tables is None:
     moment_tables = [m.lookup_tables() for m in moments]
   views = [as_view(m) for m in moments]
   shape = view_shape(moments[0])
 
-  def chunk(x_c: jax.Array, *stored: jax.Array) -> list[jax.Array]:
+  def chunk(x_c: jax.Array, *rest: jax.Array) -> list[jax.Array]:
+    stored, inputs_c = rest[: 2 * len(views)], rest[2 * len(views) :]
     old = [
       dataclasses.replace(v, codes=c, scale=s, shape=x_c.shape)
       for v, c, s in zip(views, stored[0::2], stored[1::2])
@@ -759,15 +764,16 @@ def map_moments(
     # the barrier XLA recomputes them (dequantization included) in each
     # consumer's fusion; 114 -> 86 ms for a 2**24-element plain 8-bit step.
     values = [q.dequantize(t) for q, t in zip(old, moment_tables)]
-    out, *new = jax.lax.optimization_barrier(fn(x_c, *values))
+    out, *new = jax.lax.optimization_barrier(fn(x_c, *values, *inputs_c))
     requantized = [requantize(v, q, t) for v, q, t in zip(new, old, moment_tables)]
     return [out] + [a for q in requantized for a in (q.codes, q.scale)]
 
   carried = [x.reshape(shape)] + [a for v in views for a in (v.codes, v.scale)]
+  read = [a.reshape(shape) for a in inputs]
   if chunked:
-    results = map_chunks(chunk, num_chunks(shape), carried)
+    results = map_chunks(chunk, num_chunks(shape), carried, read)
   else:
-    results = chunk(*carried)
+    results = chunk(*carried, *read)
   new = [
     from_view(dataclasses.replace(v, codes=c, scale=s), m)
     for v, m, c, s in zip(views, moments, results[1::2], results[2::2])
@@ -775,10 +781,12 @@ def map_moments(
   return results[0].reshape(x.shape), new
 
 
-def map_chunks(fn: Any, chunks: int, carried: list[jax.Array]) -> list[jax.Array]:
-  """``fn(*carried)`` computed chunk by chunk of rows, writing ``carried`` in place.
+def map_chunks(
+  fn: Any, chunks: int, carried: list[jax.Array], inputs: list[jax.Array] | None = None
+) -> list[jax.Array]:
+  """``fn(*carried, *inputs)`` computed chunk by chunk of rows, writing ``carried`` in place.
 
-  Every array's first axis is the same ``rows``; chunk ``c`` holds rows
+  ``inputs`` are only read. Every array's first axis is the same ``rows``; chunk ``c`` holds rows
   ``c, c + chunks, c + 2 chunks, ...`` (the rows as ``(rows // chunks,
   chunks)``, indexed on the second axis). ``fn`` maps slabs to new slabs of
   the ``carried`` arrays' shapes and dtypes, row by row independently. The
@@ -793,12 +801,16 @@ def map_chunks(fn: Any, chunks: int, carried: list[jax.Array]) -> list[jax.Array
     # buffer below, so that the arithmetic around this leaf's step (the
     # learning rate, the momentum, apply_updates) is rounded alike (no fused
     # multiply-add across it) whether the leaf is one chunk or many.
-    new = list(fn(_after(carried[0], carried[1:]), *carried[1:]))
+    new = list(fn(_after(carried[0], carried[1:]), *carried[1:], *(inputs or [])))
     return [_after(new[0], new[1:])] + new[1:]
-  split = [x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:]) for x in carried]
+  split, read = (
+    [x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:]) for x in arrays]
+    for arrays in (carried, inputs or [])
+  )
 
   def body(c: jax.Array, state: list[jax.Array]) -> list[jax.Array]:
-    new = list(fn(*[jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in state]))
+    slabs = [jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in state + read]
+    new = list(fn(*slabs))
     written = [
       jax.lax.dynamic_update_index_in_dim(x, s[:, None], c, axis=1)
       for x, s in zip(state[1:], new[1:])

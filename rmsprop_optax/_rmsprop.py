@@ -92,13 +92,15 @@ def _trace_leaf_impl(
 
 
 def _state_only(tx: optax.GradientTransformation) -> optax.GradientTransformation:
-  """``tx``'s state, advanced as ``tx`` advances it, and the updates passed through unchanged."""
+  """``tx``'s state, advanced as ``tx`` advances it, and the updates passed through unchanged.
+
+  ``tx``'s own updates are dropped, so under ``jit`` XLA computes none of them.
+  """
 
   def update_fn(
     updates: optax.Updates, state: optax.OptState, params: optax.Params | None = None
   ) -> tuple[optax.Updates, optax.OptState]:
-    del params
-    return updates, tx.update((), state)[1]
+    return updates, tx.update(updates, state, params)[1]
 
   return optax.GradientTransformation(tx.init, update_fn)
 
@@ -248,14 +250,22 @@ def rmsprop(
   # Quantized state is stepped in loops over chunks; the learning rate's
   # multiply between two of them would cost a full-size buffer, so the
   # rescaling applies it (the chain keeps the learning rate's own state).
-  lr_into_rescale = (
-    has_momentum and lr_in_momentum and isinstance(accumulator_dtype, _quantize.Quantized)
+  spec = accumulator_dtype if isinstance(accumulator_dtype, _quantize.Quantized) else None
+  lr_into_rescale = has_momentum and lr_in_momentum and spec is not None
+  # Likewise coupled decay's sum before the loop (not in bitsandbytes' rounding
+  # mode, whose parity depends on its unchunked step's fusion).
+  decay_into_rescale = (
+    has_decay
+    and not decoupled_weight_decay
+    and spec is not None
+    and spec.rounding != 'bitsandbytes'
   )
   parts: list[optax.GradientTransformation] = []
   if maximize:
     parts.append(optax.scale(-1.0))
   if has_decay and not decoupled_weight_decay:
-    parts.append(optax.add_decayed_weights(weight_decay, weight_decay_mask))
+    coupled = optax.add_decayed_weights(weight_decay, weight_decay_mask)
+    parts.append(_state_only(coupled) if decay_into_rescale else coupled)
   parts.append(
     _transforms._scale_by_rms(
       name='rmsprop',
@@ -269,6 +279,8 @@ def rmsprop(
       accumulator_dtype=accumulator_dtype,
       check_gradients=False,  # checked once, below, before anything can promote them
       learning_rate=learning_rate if lr_into_rescale else None,
+      weight_decay=weight_decay if decay_into_rescale else None,
+      weight_decay_mask=weight_decay_mask if decay_into_rescale else None,
     )
   )
   lr = optax.scale_by_learning_rate(learning_rate, flip_sign=False)

@@ -208,8 +208,17 @@ def _scale_by_rms(
   accumulator_dtype: AccumulatorDtype,
   check_gradients: bool = True,
   learning_rate: optax.ScalarOrSchedule | None = None,
+  weight_decay: optax.ScalarOrSchedule | None = None,
+  weight_decay_mask: Any = None,
 ) -> optax.GradientTransformation:
   """Both transformations. ``check_gradients=False`` when the caller checked them.
+
+  ``weight_decay`` (and ``weight_decay_mask``, as ``optax.add_decayed_weights``
+  takes them): add ``weight_decay * param`` to the gradient inside each leaf's
+  step, as ``optax.add_decayed_weights`` would before it (read at the same
+  count), for :func:`rmsprop_optax.rmsprop` with quantized state and coupled
+  decay: the sum made before the chunked loop would be a full-size buffer of
+  its own (its input), beside the gradient's.
 
   ``learning_rate``: multiply the output by it inside each leaf's step, as
   ``optax.scale_by_learning_rate`` would after it (read at the same count), for
@@ -245,7 +254,6 @@ def _scale_by_rms(
     state: ScaleByRmsState | ScaleByCenteredRmsState,
     params: optax.Params | None = None,
   ) -> tuple[optax.Updates, ScaleByRmsState | ScaleByCenteredRmsState]:
-    del params
     if check_gradients:
       _checks.check_float_updates(updates, name)
     _checks.check_updates_match_state(updates, state.nu, name)
@@ -255,6 +263,7 @@ def _scale_by_rms(
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
     count = optax.safe_increment(state.count)
     t = count if bias_correction else None
+    wd = weight_decay(state.count) if callable(weight_decay) else weight_decay
 
     # init_fn made a ScaleByCenteredRmsState when centered.
     mu_state = cast(ScaleByCenteredRmsState, state).mu if centered else None
@@ -266,7 +275,11 @@ def _scale_by_rms(
     if centered:
       tables.append(_precision.state_tables(mu_state))
     tables_arg = None if tables[0] is None else tables
-    results = [rescale(*leaf, d, md, eps, t, lr, tables_arg) for leaf in zip(g, nu, mu)]
+    decayed = _decayed_params(updates, params, weight_decay_mask, treedef, wd is not None)
+    results = [
+      rescale(g_i, nu_i, mu_i, d, md, eps, t, lr, tables_arg, p_i, None if p_i is None else wd)
+      for g_i, nu_i, mu_i, p_i in zip(g, nu, mu, decayed)
+    ]
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
     new_nu = _precision.state_tree(state.nu, treedef, [r[1] for r in results])
     if not centered:
@@ -275,6 +288,26 @@ def _scale_by_rms(
     return out, ScaleByCenteredRmsState(count=count, mu=new_mu, nu=new_nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _decayed_params(
+  updates: optax.Updates, params: optax.Params | None, mask: Any, treedef: Any, decay: bool
+) -> list[jax.Array | None]:
+  """Per leaf, the param that ``optax.add_decayed_weights(wd, mask)`` would add, or None.
+
+  ``mask`` as ``optax.masked`` reads it: a tree of bools with the updates'
+  structure or a prefix of it, or a callable of the updates returning one.
+  """
+  if not decay:
+    return [None] * treedef.num_leaves
+  if params is None:
+    raise ValueError('weight decay needs the params: pass them to update()')
+  keep = [True] * treedef.num_leaves
+  if mask is not None:
+    mask_tree = mask(updates) if callable(mask) else mask
+    flags = jax.tree.map(lambda m, sub: jax.tree.map(lambda _: bool(m), sub), mask_tree, updates)
+    keep = treedef.flatten_up_to(flags)
+  return [p if k else None for p, k in zip(treedef.flatten_up_to(params), keep, strict=True)]
 
 
 def _rescale(
@@ -287,12 +320,15 @@ def _rescale(
   t: jax.Array | None,
   learning_rate: Hyperparameter,
   tables: list[_quantize.Tables] | None,
+  param: jax.Array | None,
+  weight_decay: Hyperparameter | None,
   **options: bool,
 ) -> tuple[jax.Array, StateLeaf, StateLeaf | None]:
   """One leaf: ``(out, new nu, new mu)``; ``t`` is the count when bias-correcting, else None.
 
   ``learning_rate``: None, or a factor of ``out`` (see :func:`_scale_by_rms`);
-  ``tables``: the quantized moments' lookup tables, or None for float state.
+  ``tables``: the quantized moments' lookup tables, or None for float state;
+  ``param`` and ``weight_decay``: None, or coupled decay added to ``g`` first.
 
   :func:`_rescale_values` on the loaded moments; quantized moments are
   stepped chunk by chunk (:func:`rmsprop_optax._precision.step_leaf`), so the
@@ -304,7 +340,14 @@ def _rescale(
   # keeps the whole-leaf step and its full-size temporaries.
   bnb = _quantize.is_bitsandbytes(nu)
 
-  def values(g: jax.Array, *moments: jax.Array) -> tuple[jax.Array, ...]:
+  stored = [nu] if mu is None else [nu, mu]
+
+  def values(g: jax.Array, *args: jax.Array) -> tuple[jax.Array, ...]:
+    moments, inputs = args[: len(stored)], args[len(stored) :]
+    if inputs:
+      # optax.add_decayed_weights' sum, on this chunk.
+      assert weight_decay is not None
+      g = g + weight_decay * inputs[0]
     nu_v, mu_v = moments if len(moments) == 2 else (moments[0], None)
     out, new_nu, new_mu = _rescale_values(
       g, nu_v, mu_v, decay, mean_decay, eps, t, bitsandbytes=bnb, **options
@@ -314,8 +357,8 @@ def _rescale(
       out = jnp.asarray(learning_rate, out.dtype) * out
     return (out, new_nu) if new_mu is None else (out, new_nu, new_mu)
 
-  stored = [nu] if mu is None else [nu, mu]
-  out, new = _precision.step_leaf(values, g, stored, tables, chunked=not bnb)
+  inputs = () if param is None else (param,)
+  out, new = _precision.step_leaf(values, g, stored, tables, chunked=not bnb, inputs=inputs)
   return out, new[0], None if mu is None else new[1]
 
 

@@ -128,6 +128,56 @@ def test_chunking_does_not_change_updates_or_state(config, chunk_elements):
   chex.assert_trees_all_equal(chunked, whole)
 
 
+# Coupled decay is added inside the chunked step; it must be what
+# optax.add_decayed_weights before the optimizer gives, bit for bit.
+COUPLED_DECAY = {
+  'constant': dict(weight_decay=0.1),
+  'mask_tree': dict(
+    weight_decay=0.1, weight_decay_mask={name: name != 'three_d' for name in SHAPES}
+  ),
+  'mask_callable': dict(
+    weight_decay=0.1, weight_decay_mask=lambda u: jax.tree.map(lambda x: x.ndim > 1, u)
+  ),
+  'schedule': dict(weight_decay=optax.linear_schedule(0.1, 0.0, 2)),
+}
+
+
+@pytest.mark.parametrize('momentum', [None, 0.9])
+@pytest.mark.parametrize('decay', sorted(COUPLED_DECAY))
+def test_coupled_decay_in_the_chunked_step_is_add_decayed_weights(decay, momentum, chunk_elements):
+  chunk_elements(SMALL_CHUNK)
+  kw = COUPLED_DECAY[decay]
+  settings = dict(momentum=momentum, centered=momentum is not None, accumulator_dtype=Q8)
+  folded = _run(rmsprop_optax.rmsprop(1e-3, **kw, **settings))
+  mask = kw.get('weight_decay_mask')
+  chained = _run(
+    optax.chain(
+      optax.add_decayed_weights(kw['weight_decay'], mask),
+      rmsprop_optax.rmsprop(1e-3, **settings),
+    )
+  )
+  chex.assert_trees_all_equal(folded[0], chained[0])  # the updates of every step
+  chex.assert_trees_all_equal(
+    [x for x in jax.tree.leaves(folded[1]) if x.ndim],
+    [x for x in jax.tree.leaves(chained[1]) if x.ndim],
+  )  # the moments (the chains' counts sit in different places)
+  # And the decay is there: without it the updates differ.
+  plain = _run(rmsprop_optax.rmsprop(1e-3, **settings))
+  assert not np.array_equal(plain[0][-1]['rows_uneven'], folded[0][-1]['rows_uneven'])
+
+
+def test_coupled_decay_under_inject_hyperparams_is_add_decayed_weights():
+  make = optax.inject_hyperparams(rmsprop_optax.rmsprop)
+  folded = _run(make(learning_rate=1e-3, weight_decay=0.1, accumulator_dtype=Q8))
+  chained = _run(
+    optax.chain(
+      optax.add_decayed_weights(0.1),
+      make(learning_rate=1e-3, accumulator_dtype=Q8),
+    )
+  )
+  chex.assert_trees_all_equal(folded[0], chained[0])
+
+
 def test_quantized_trees_hold_only_arrays_and_none():
   state = CONFIGS['centered_momentum']().init(_params())
   trees = [
@@ -207,6 +257,12 @@ MEMORY_KINDS = {
   ),
   'torch_momentum': (
     {'momentum': 0.9, 'lr_in_momentum': False, 'eps_in_sqrt': False},
+    rmsprop_optax.quantized(8),
+  ),
+  # The sum g + wd * p before the chunked loop was a full-size buffer of its own.
+  'coupled_decay': ({'weight_decay': 0.1}, rmsprop_optax.quantized(8)),
+  'coupled_decay_masked_momentum': (
+    {'weight_decay': 0.1, 'weight_decay_mask': lambda u: {k: True for k in u}, 'momentum': 0.9},
     rmsprop_optax.quantized(8),
   ),
 }
