@@ -35,6 +35,19 @@ Storage only: each step dequantizes, runs the float32 arithmetic and
 requantizes; the update uses the unrounded new moments. Blocks run along the
 last axis, so the codes have the param's shape (8 bits) and shard like it.
 
+The step's memory: each quantized leaf is stepped in chunks of about
+``CHUNK_ELEMENTS`` (rows strided so that rows sharded over devices split
+evenly, with no collective), written in place, so the step holds a few
+float32 chunks beyond what the float32-state step holds, not full-size
+copies; :func:`rmsprop_optax.step_memory` gives the figures for given params.
+Three cases hold more. A 1-D leaf whose length is not a multiple of
+``block_size`` is one chunk. ``rounding='bitsandbytes'`` steps each leaf
+whole (its agreement with bnb depends on that step's rounding). Under
+``optax.MultiSteps``, which runs the inner step every time and then selects
+between the old and new state, the new codes are held beside the old: one
+byte per element per moment (a 4096x4096 leaf: 16 MiB more temporaries than
+the float32-state ``MultiSteps`` step, whose peak is still 1.1x the 8-bit one).
+
 Rounding is to the nearest code; stochastic rounding is not offered. It would
 need a PRNG key in the state (split every step, checkpointed and sharded with
 the rest), and what it removes is bias, which round-to-nearest does not show
