@@ -163,7 +163,20 @@ def _train(
   return curves, metrics
 
 
-def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+def run(
+  *, fast: bool = False, seed: int = 0, progress: bool = False, num_seeds: int | None = None
+) -> dict[str, Any]:
+  """:func:`run_seed` for the seeds ``seed .. seed + num_seeds - 1`` (default: one seed).
+
+  One seed gives that run's result; several, the seed means of its metrics
+  and curves, with each metric's per-seed values in ``seed_metrics`` (the
+  table's mean and range; :func:`rmsprop_optax.demos._common.over_seeds`).
+  """
+  seeds = _common.seed_range(seed, num_seeds, 1)
+  return _common.over_seeds(lambda s: run_seed(fast=fast, seed=s, progress=progress), seeds)
+
+
+def run_seed(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
   """Trains the CNN with each optimizer; reports test accuracy and loss."""
   epochs = EPOCHS_FAST if fast else EPOCHS_FULL
   data = load_data()
