@@ -11,6 +11,7 @@ whole path from ``run`` to the table and the figure.
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import pytest
@@ -135,3 +136,33 @@ def test_real_run_over_two_seeds_reaches_the_table_and_the_figure(monkeypatch, t
     assert 'seeds' not in one_fig.get_suptitle()
   finally:
     plt.close(one_fig)
+
+
+# A result quoted in a docstring: ``python -m rmsprop_optax demo NAME --seeds N``, seeds A–B.
+COMMAND = re.compile(r'``python -m rmsprop_optax demo (\w+) --seeds (\d+)``, seeds (\d+)–(\d+)')
+SPREAD = re.compile(r'(\d[\d.]*) \((\d[\d.]*)–(\d[\d.]*)\)')  # mean (min–max)
+
+
+@pytest.mark.parametrize('name', SEEDED)
+def test_docstring_results_are_seed_spreads_of_a_named_command(name):
+  """Each application demo quotes its results as a spread over >= 3 seeds of a command that runs.
+
+  The numbers themselves depend on the CPU (the docstring says so); what is checked is that
+  they are seed spreads: the command parses, names the seeds it covers, every quoted mean lies
+  in its range, and every "on k of n seeds" count is over those seeds.
+  """
+  module = importlib.import_module(f'rmsprop_optax.demos.{name}')
+  doc = ' '.join(module.__doc__.split())
+  commands = COMMAND.findall(doc)
+  assert len(commands) == 1, commands
+  demo, n, first, last = commands[0]
+  assert demo == name and int(n) >= 3 and int(last) - int(first) + 1 == int(n)
+  args = cli._parse([demo, '--seeds', n, '--seed', first])
+  assert (args.names, args.seeds, args.seed) == ([name], int(n), int(first))
+  spreads = SPREAD.findall(doc)
+  assert len(spreads) >= 3, spreads  # one per optimizer at least
+  for mean, low, high in spreads:
+    assert float(low) <= float(mean) <= float(high), (mean, low, high)
+  counts = re.findall(r' on (\d+) of (\d+)', doc)
+  assert counts
+  assert all(int(k) <= int(total) == int(n) for k, total in counts), counts
