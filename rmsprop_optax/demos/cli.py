@@ -48,6 +48,9 @@ DEMOS = {
 NOT_IN_ALL = frozenset({'sweep', 'low_memory'})
 # Deterministic toy problems: no random seed, so no seed spread; ``--seeds`` is refused for them.
 SEEDLESS = frozenset({'quadratic', 'rosenbrock', 'adagrad_vs_rmsprop'})
+_SEEDLESS_NOTE = (
+  f'{", ".join(n for n in DEMOS if n in SEEDLESS)} are deterministic and have no random seed'
+)
 # The demos with a random seed; their ``run`` takes ``num_seeds`` (``--seeds``).
 TAKE_SEEDS = frozenset(DEMOS) - SEEDLESS
 # The demos that run several seeds without ``--seeds`` (the others run one).
@@ -353,11 +356,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     default=None,
     metavar='N',
     help=(
-      f'run the seeds --seed .. --seed+N-1 and show each metric as mean (min-max) over them, '
-      f'with on how many seeds each optimizer beats each other, for the demos with a random '
-      f'seed ({", ".join(seeded)}; default: one seed, '
-      f'{" and ".join(sorted(SEVERAL_SEEDS_BY_DEFAULT))} their own). With all, the '
-      f'deterministic demos run once; named, they refuse --seeds'
+      f'run the seeds --seed .. --seed+N-1: each metric shows as mean (min-max) over them, '
+      f'and the headline metric is ranked seed by seed. Taken by the demos with a random seed '
+      f'({", ".join(seeded)}; without it they run one seed, '
+      f'{" and ".join(sorted(SEVERAL_SEEDS_BY_DEFAULT))} their own number). With all, the '
+      f'deterministic demos run once; named with --seeds, they are refused'
     ),
   )
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -388,11 +391,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         f'--seeds applies to {", ".join(seeded)}'
       )
   return args
-
-
-_SEEDLESS_NOTE = (
-  f'{", ".join(n for n in DEMOS if n in SEEDLESS)} are deterministic and have no random seed'
-)
 
 
 def _positive_int(text: str) -> int:
