@@ -12,6 +12,7 @@ than the whole run).
 
 The "effective learning rate" here is ``|update| / |g|``: the step per unit of
 gradient that each optimizer actually took, read from its updates.
+Deterministic: no random seed, so the demo takes no ``--seeds``.
 """
 
 from __future__ import annotations
