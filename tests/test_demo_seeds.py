@@ -133,7 +133,7 @@ def test_real_run_over_two_seeds_reaches_the_table_and_the_figure(monkeypatch, t
   one = {k: v for k, v in result.items() if k not in ('seeds', 'seed_metrics')}
   one_fig = plotting.demo_figure(one)
   try:
-    assert 'seeds' not in one_fig.get_suptitle()
+    assert 'mean over' not in one_fig.get_suptitle()
   finally:
     plt.close(one_fig)
 
