@@ -144,6 +144,110 @@ def test_table_one_per_demo():
     assert all(_cells(line)[0] == '' for line in lines[3:])
 
 
+# --- the table over several seeds ---------------------------------------------------------------
+
+
+def _seeded(name: str = 'toy', **seed_metrics: Any) -> dict[str, Any]:
+  """A result over len(seeds) seeds, as ``_common.over_seeds`` returns it (means in metrics)."""
+  per_seed = seed_metrics or {
+    'rmsprop': {'test_accuracy': [0.98, 0.97, 0.99], 'test_loss': [0.08, 0.1, 0.06]},
+    'sgd': {'test_accuracy': [0.96, 0.975, 0.95], 'test_loss': [0.12, 0.11, 0.13]},
+    'chance (majority class)': {'test_accuracy': [0.1028, 0.1028, 0.1028]},
+  }
+  n = len(next(iter(next(iter(per_seed.values())).values())))
+  return {
+    'name': name,
+    'metrics': {
+      opt: {m: sum(v) / len(v) for m, v in metrics.items()} for opt, metrics in per_seed.items()
+    },
+    'curves': {opt: [1.0, 0.5] for opt in per_seed if not opt.startswith(('chance', 'global'))},
+    'seeds': list(range(4, 4 + n)),
+    'seed_metrics': per_seed,
+  }
+
+
+@pytest.mark.parametrize(
+  ('values', 'text'),
+  [
+    ([1.0, 2.0, 6.0], '3 (1–6)'),  # mean 9 / 3
+    ([0.25, 0.5, 0.5, 0.75], '0.5 (0.25–0.75)'),
+    ([0.9611, 0.9778], '0.9694 (0.9611–0.9778)'),  # mean 0.96945, 4 digits
+    ([-2.0, 1.0], '-0.5 (-2–1)'),
+    ([22.5, 22.5, 22.5], '22.5'),  # the same on every seed: once, no range
+    ([12, 14], '13 (12–14)'),
+  ],
+)
+def test_format_spread_is_mean_min_max(values, text):
+  assert cli.format_spread(values) == text
+
+
+def test_format_spread_counts_the_seeds_that_never_reached_a_threshold():
+  assert (
+    cli.format_spread([100, -1, 300], 'steps_to_1e-3') == '200 (100–300), never on 1 of 3 seeds'
+  )
+  assert cli.format_spread([-1, -1], 'steps_to_1e-3') == 'never'
+
+
+def test_table_over_seeds_shows_mean_and_range_with_the_number_of_seeds():
+  lines = cli.format_results([_seeded()]).split('\n\n')[0].splitlines()
+  assert _cells(lines[0]) == ['demo', 'optimizer', 'metric', 'mean (min–max), 3 seeds', 'baseline']
+  body = [_cells(line) for line in lines[2:]]
+  assert body == [
+    ['toy', 'rmsprop', 'test accuracy', '0.98 (0.97–0.99)', 'chance (majority class) 0.1028'],
+    ['', 'sgd', 'test accuracy', '0.9617 (0.95–0.975)', ''],  # 2.885 / 3 = 0.96167
+    ['', 'rmsprop', 'test loss', '0.08 (0.06–0.1)', ''],
+    ['', 'sgd', 'test loss', '0.12 (0.11–0.13)', ''],
+  ]
+
+
+def test_table_over_one_seed_is_the_single_seed_table():
+  one = _seeded(rmsprop={'test_accuracy': [0.980612]}, sgd={'test_accuracy': [0.975]})
+  plain = {k: v for k, v in one.items() if k not in ('seeds', 'seed_metrics')}
+  assert cli.format_results([one]) == cli.format_results([plain])
+  assert _cells(cli.format_results([one]).splitlines()[0])[3] == 'value'
+  assert 'beats' not in cli.format_results([one])
+
+
+def test_ranking_line_counts_the_seeds_each_optimizer_wins():
+  result = _seeded(
+    rmsprop={'test_accuracy': [0.98, 0.97, 0.99, 0.96]},
+    sgd={'test_accuracy': [0.96, 0.975, 0.95, 0.96]},  # rmsprop wins 0 and 2, loses 1, ties 3
+    adam={'test_accuracy': [0.99, 0.98, 0.995, 0.97]},
+  )
+  text = cli.format_results([result])
+  table, ranking = text.split('\n\n')
+  assert ranking.splitlines() == [
+    'test accuracy (higher is better), seed by seed:',
+    '- adam beats rmsprop on 4 of 4 seeds',
+    '- adam beats sgd on 4 of 4 seeds',
+    '- rmsprop beats sgd on 2 of 4 seeds, tied on 1',
+  ]
+  assert cli.rankings(result) == ranking.splitlines()
+
+
+def test_ranking_lower_is_better_and_only_optimizers():
+  result = _seeded(
+    rmsprop={'test_rmse': [0.43, 0.44, 0.42]},
+    sgd={'test_rmse': [1.0, 0.41, 1.1]},  # mean 0.837: second; beats rmsprop on seed 1 only
+    **{'global mean baseline': {'test_rmse': [0.1, 0.1, 0.1]}},  # a baseline: not ranked
+  )
+  assert cli.rankings(result) == [
+    'held-out RMSE (lower is better), seed by seed:',
+    '- rmsprop beats sgd on 2 of 3 seeds',
+  ]
+  # A metric not ranked (here the step count) gives no line; neither does one seed.
+  assert (
+    cli.rankings(_seeded(rmsprop={'final_loss': [1.0, 2.0]}, sgd={'final_loss': [3.0, 1.0]})) == []
+  )
+  assert cli.rankings(_seeded(rmsprop={'test_rmse': [0.4]}, sgd={'test_rmse': [1.0]})) == []
+
+
+def test_deterministic_demo_says_it_has_no_seed():
+  lines = cli.format_results([_result(deterministic=True)]).splitlines()
+  assert _cells(lines[0])[3] == 'value (deterministic: no seed)'
+  assert _cells(lines[2])[3] == '0.9806'
+
+
 # --- the demo command ----------------------------------------------------------------------------
 
 
@@ -154,7 +258,7 @@ def test_demo_fast_run_prints_what_results_md_holds(tmp_path, capsys):
   table = (out / 'results.md').read_text()
   assert table in printed
   lines = table.splitlines()
-  assert ' '.join(lines[0].split()) == HEADER
+  assert _cells(lines[0])[3] == 'value (deterministic: no seed)'
   rows = [_cells(line) for line in lines[2:]]
   assert rows[0][0] == 'quadratic'
   assert {r[1] for r in rows} == {'sgd', 'rmsprop'}
@@ -207,13 +311,55 @@ def test_demo_seeds_reach_the_demos_that_compare_seeds(tmp_path, capsys, monkeyp
   assert main(['demo', 'low_memory', '--out', out]) == 0
   assert calls == [('low_memory', 0, None)]  # the demo's own default
   assert 'Results (full mode, seeds from 0, ' in capsys.readouterr().out
+  calls.clear()
+  seeded = ['digits', 'char_lstm', 'dqn', 'matrix_factorization']
+  assert main(['demo', *seeded, '--seeds', '3', '--seed', '2', '--out', out]) == 0
+  assert calls == [(name, 2, 3) for name in seeded]
+  assert 'Results (full mode, seeds 2-4, ' in capsys.readouterr().out
+  calls.clear()
+  assert main(['demo', 'digits', '--out', out]) == 0
+  assert calls == [('digits', 0, None)]  # one seed, as before --seeds existed
+  assert 'Results (full mode, seed 0, ' in capsys.readouterr().out
+
+
+def test_demo_seeds_with_all_runs_the_deterministic_demos_once(tmp_path, capsys, monkeypatch):
+  calls: list[tuple[str, int | None]] = []
+
+  def fake(name: str) -> types.SimpleNamespace:
+    if name in cli.SEEDLESS:  # no num_seeds: passing one would raise TypeError
+
+      def run(*, fast: bool, seed: int, progress: bool) -> dict[str, Any]:
+        calls.append((name, None))
+        return _result(name, deterministic=True)
+
+    else:
+
+      def run(*, fast: bool, seed: int, progress: bool, num_seeds: int | None = None) -> dict:
+        calls.append((name, num_seeds))
+        return _result(name)
+
+    return types.SimpleNamespace(run=run)
+
+  monkeypatch.setattr(cli, '_load', fake)
+  monkeypatch.setattr(cli.plotting, 'plot_result', lambda result, path: None)
+  assert main(['demo', '--seeds', '3', '--out', str(tmp_path)]) == 0
+  every = [n for n in cli.DEMOS if n not in cli.NOT_IN_ALL]
+  assert calls == [(n, None if n in cli.SEEDLESS else 3) for n in every]
+  assert cli.SEEDLESS == {'quadratic', 'rosenbrock', 'adagrad_vs_rmsprop'}
+  assert cli.TAKE_SEEDS == set(cli.DEMOS) - cli.SEEDLESS
 
 
 @pytest.mark.parametrize(
   ('args', 'message'),
   [
-    (['digits', '--seeds', '3'], '--seeds applies to low_memory, sweep only, not digits'),
-    (['--seeds', '3'], '--seeds applies to low_memory, sweep only, not quadratic'),
+    (
+      ['quadratic', '--seeds', '3'],
+      '--seeds does not apply to quadratic: quadratic, rosenbrock, adagrad_vs_rmsprop are '
+      'deterministic and have no random seed; --seeds applies to digits, char_lstm, dqn, '
+      'matrix_factorization, sweep, low_memory',
+    ),
+    (['digits', 'rosenbrock', '--seeds', '2'], '--seeds does not apply to rosenbrock: '),
+    (['adagrad_vs_rmsprop', 'all', '--seeds', '2'], 'does not apply to adagrad_vs_rmsprop: '),
     (['low_memory', '--seeds', '0'], 'argument --seeds: must be at least 1, got 0'),
     (['low_memory', '--seeds', 'ten'], "argument --seeds: not a whole number: 'ten'"),
   ],
@@ -223,6 +369,18 @@ def test_demo_seeds_errors(capsys, args, message):
     main(['demo', *args])
   assert exc.value.code == 2
   assert message in capsys.readouterr().err
+
+
+def test_demo_help_says_which_demos_take_seeds(capsys):
+  with pytest.raises(SystemExit):
+    main(['demo', '--help'])
+  text = ' '.join(capsys.readouterr().out.split())
+  assert 'quadratic, rosenbrock, adagrad_vs_rmsprop are deterministic and have no random seed' in (
+    text
+  )
+  assert 'mean (min-max)' in text
+  seeded = '(digits, char_lstm, dqn, matrix_factorization, sweep, low_memory; without it they'
+  assert seeded + ' run one seed,' in text
 
 
 def test_demo_unknown_name_lists_the_choices(capsys):

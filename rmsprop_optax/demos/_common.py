@@ -7,7 +7,8 @@ compiled code inside a chunk.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import numbers
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -77,3 +78,56 @@ def seed_range(seed: int, num_seeds: int | None, default: int) -> list[int]:
   if n < 1:
     raise ValueError(f'num_seeds must be at least 1, got {n}')
   return list(range(seed, seed + n))
+
+
+def over_seeds(run_one: Callable[[int], dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+  """``run_one(seed)`` for each of ``seeds``, combined into one result dict.
+
+  One seed: that run's result as it is. Several: every entry that is the same
+  on every seed is kept as it is (names, learning rates, x values); numbers
+  that differ are averaged over the seeds, element by element inside lists and
+  dicts (so ``metrics`` and the curves are seed means). Either way the result
+  gains ``seeds`` and ``seed_metrics``, each metric's per-seed values
+  (``{name: {metric: [value per seed]}}``), from which the table shows the
+  mean and the range.
+  """
+  seeds = list(seeds)
+  results = [run_one(s) for s in seeds]
+  out = dict(results[0]) if len(results) == 1 else mean_over_seeds(results)
+  out['seeds'] = seeds
+  out['seed_metrics'] = {
+    name: {metric: [float(r['metrics'][name][metric]) for r in results] for metric in metrics}
+    for name, metrics in results[0]['metrics'].items()
+  }
+  return out
+
+
+def mean_over_seeds(values: Sequence[Any]) -> Any:
+  """The seed mean of equally structured values (see :func:`over_seeds`).
+
+  Equal on every seed: the first, unchanged. Dicts (same keys) and lists or
+  tuples (same length): entry by entry. Real numbers: their mean, a float.
+  Anything else that differs between seeds is an error.
+  """
+  first = values[0]
+  if all(_same(v, first) for v in values[1:]):
+    return first
+  if isinstance(first, dict):
+    if any(set(v) != set(first) for v in values):
+      raise ValueError(f'the seeds returned different keys: {[sorted(v) for v in values]}')
+    return {k: mean_over_seeds([v[k] for v in values]) for k in first}
+  if isinstance(first, list | tuple):
+    if any(len(v) != len(first) for v in values):
+      raise ValueError(f'the seeds returned lists of different lengths: {[len(v) for v in values]}')
+    return type(first)(mean_over_seeds(column) for column in zip(*values, strict=True))
+  if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+    return float(np.mean(np.asarray(values, dtype=np.float64)))
+  raise ValueError(f'cannot average over seeds: {values!r}')
+
+
+def _same(a: Any, b: Any) -> bool:
+  """``a == b`` for nested dicts, lists and numbers (no NumPy arrays inside)."""
+  try:
+    return bool(a == b)
+  except ValueError:  # an array's elementwise comparison
+    return False

@@ -3,7 +3,8 @@
 RMSprop's classic LSTM benchmark (Penn Treebank) needs a download; the docstrings
 of a fixed list of standard-library modules (module docstrings, then those of
 their public classes and functions in name order) ship with every Python and
-give ~180k characters of English prose with code in it. Characters outside
+give ~180k characters of English prose with code in it (177,579 on Python
+3.11; the docstrings change between Python versions). Characters outside
 printable ASCII become ``?``. The last 10% of the text is held out.
 
 The model is a one-layer LSTM (written out in JAX, one fused matmul per step,
@@ -18,6 +19,13 @@ add-one smoothed) and uniform over the vocabulary. Optimizers, each after
 - RMSprop ``rmsprop_optax.rmsprop(3e-3, decay=0.9)``;
 - SGD ``optax.sgd(1.0)`` (the classic LSTM-LM learning rate, Zaremba et al. 2014);
 - Adam ``optax.adam(3e-3)``.
+
+Over five seeds (``python -m rmsprop_optax demo char_lstm --seeds 5``, seeds
+0–4, on a 2-core AMD EPYC virtual machine; another CPU rounds differently, so
+rerun it there), validation perplexity, mean (min–max): RMSprop 8.098
+(8.039–8.156), Adam 8.336 (8.287–8.375), SGD 12.08 (11.79–12.35), against
+29.99 for the unigram model and 97 for uniform. RMSprop beat Adam, and Adam
+beat SGD, on 5 of 5 seeds.
 """
 
 from __future__ import annotations
@@ -248,7 +256,20 @@ def run_rmsprop(
   }
 
 
-def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+def run(
+  *, fast: bool = False, seed: int = 0, progress: bool = False, num_seeds: int | None = None
+) -> dict[str, Any]:
+  """:func:`run_seed` for the seeds ``seed .. seed + num_seeds - 1`` (default: one seed).
+
+  One seed gives that run's result; several, the seed means of its metrics
+  and curves, with each metric's per-seed values in ``seed_metrics`` (the
+  table's mean and range; :func:`rmsprop_optax.demos._common.over_seeds`).
+  """
+  seeds = _common.seed_range(seed, num_seeds, 1)
+  return _common.over_seeds(lambda s: run_seed(fast=fast, seed=s, progress=progress), seeds)
+
+
+def run_seed(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
   """Trains the LSTM with each optimizer; reports validation perplexity.
 
   ``curves`` is what the table leads with, the validation perplexity, at

@@ -1,10 +1,17 @@
 """``python -m rmsprop_optax demo [NAME ...|all] [--fast] [--out DIR] [--seed N] [--seeds N]``.
 
 Runs the demos (each module's ``run(fast=, seed=, progress=True)``, with
-``num_seeds=`` for ``--seeds``, which only the demos that compare seeds take), prints a
+``num_seeds=`` for ``--seeds``, which every demo with a random seed takes), prints a
 results table per demo (:func:`format_results`: demo, optimizer, metric,
 value, baseline), writes the same text to ``results.md`` and one
 learning-curve PNG per demo into the output folder.
+
+A single run on XLA:CPU differs between CPUs (their instruction sets round
+differently), so one seed's number is not what another machine prints:
+``--seeds N`` runs the seeds ``--seed .. --seed + N - 1`` and the table shows
+each metric's mean and its range (min-max) over them, and, for the demos'
+headline metrics, on how many seeds each optimizer beats each other one. The
+toy problems (``SEEDLESS``) are deterministic: they have no seed to vary.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rmsprop_optax.demos import plotting
@@ -38,8 +46,23 @@ DEMOS = {
 # Run only when named: too long for `all` (the full learning-rate sweep takes 10-30 minutes, the
 # low-memory comparison, 36 training runs, 9 minutes and more).
 NOT_IN_ALL = frozenset({'sweep', 'low_memory'})
-# The demos that compare several seeds; their ``run`` takes ``num_seeds`` (``--seeds``).
-TAKE_SEEDS = frozenset({'sweep', 'low_memory'})
+# Deterministic toy problems: no random seed, so no seed spread; ``--seeds`` is refused for them.
+SEEDLESS = frozenset({'quadratic', 'rosenbrock', 'adagrad_vs_rmsprop'})
+_SEEDLESS_NOTE = (
+  f'{", ".join(n for n in DEMOS if n in SEEDLESS)} are deterministic and have no random seed'
+)
+# The demos with a random seed; their ``run`` takes ``num_seeds`` (``--seeds``).
+TAKE_SEEDS = frozenset(DEMOS) - SEEDLESS
+# The demos that run several seeds without ``--seeds`` (the others run one).
+SEVERAL_SEEDS_BY_DEFAULT = frozenset({'sweep', 'low_memory'})
+# The headline metrics by which the table ranks the optimizers seed by seed (over several
+# seeds): True where higher is better.
+RANKED = {
+  'test_accuracy': True,
+  'val_perplexity': False,
+  'greedy_mean_return': True,
+  'test_rmse': False,
+}
 DEFAULT_OUT = 'rmsprop_optax_out'
 
 
@@ -118,33 +141,116 @@ def _fmt(value: Any, metric: str = '') -> str:
   return f'{value:.4g}'
 
 
+def format_spread(values: Sequence[float], metric: str = '') -> str:
+  """Per-seed values as ``mean (min–max)``; a value the same on every seed, once.
+
+  >>> format_spread([0.975, 0.9861, 0.9806])
+  '0.9806 (0.975–0.9861)'
+  >>> format_spread([0.1028, 0.1028, 0.1028])
+  '0.1028'
+  """
+  values = [float(v) for v in values]
+  if all(v == values[0] for v in values):
+    return _fmt(values[0], metric)
+  if metric.startswith('steps_to') and min(values) < 0:  # Some seeds never reached it.
+    reached = [v for v in values if v >= 0]
+    never = f'{NEVER} on {len(values) - len(reached)} of {len(values)} seeds'
+    return f'{format_spread(reached, metric)}, {never}'
+  mean = math.fsum(values) / len(values)
+  return f'{_fmt(mean, metric)} ({_fmt(min(values), metric)}–{_fmt(max(values), metric)})'
+
+
+def _num_seeds(result: dict[str, Any]) -> int:
+  """How many seeds the table's statistics are over (1 without ``seed_metrics``)."""
+  return len(result['seeds']) if 'seed_metrics' in result else 1
+
+
+def _optimizers(result: dict[str, Any]) -> list[str]:
+  """The entries of ``result['metrics']`` that are optimizers: those with a learning curve.
+
+  The others (``chance (majority class)``, ``unigram baseline``, ...) are
+  baselines. A result without ``curves`` has optimizers only.
+  """
+  curves = result.get('curves')
+  return [name for name in result['metrics'] if curves is None or name in curves]
+
+
 def _rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
   """One demo's rows: grouped by metric, then the optimizers in the demo's order.
 
-  The entries of ``result['metrics']`` that have no learning curve (``chance
-  (majority class)``, ``unigram baseline``, ...) are baselines, not
-  optimizers: each goes into the baseline cell of the metric it reports.
+  A baseline goes into the baseline cell of the metric it reports. Over
+  several seeds (``seed_metrics``) each cell is :func:`format_spread` of the
+  per-seed values.
   """
-  curves = result.get('curves')
-  optimizers: dict[str, dict[str, Any]] = {}
+  several = _num_seeds(result) > 1
+
+  def cell(name: str, metric: str) -> str:
+    if several:
+      return format_spread(result['seed_metrics'][name][metric], metric)
+    return _fmt(result['metrics'][name][metric], metric)
+
+  names = _optimizers(result)
+  optimizers = {name: result['metrics'][name] for name in names}
   baselines: dict[str, list[str]] = {}
   for name, metrics in result['metrics'].items():
-    if curves is not None and name not in curves:
+    if name not in optimizers:
       label = name.removesuffix(' baseline')
-      for metric, value in metrics.items():
-        baselines.setdefault(metric, []).append(f'{label} {_fmt(value, metric)}')
-    else:
-      optimizers[name] = metrics
+      for metric in metrics:
+        baselines.setdefault(metric, []).append(f'{label} {cell(name, metric)}')
   order = list(dict.fromkeys(m for metrics in optimizers.values() for m in metrics))
   order += [m for m in baselines if m not in order]  # A baseline no optimizer reports.
   rows: list[tuple[str, str, str, str, str]] = []
   for metric in order:
     baseline = ', '.join(baselines.get(metric, []))
-    reported = [(o, ms[metric]) for o, ms in optimizers.items() if metric in ms]
+    reported = [(o, cell(o, metric)) for o, ms in optimizers.items() if metric in ms]
     for i, (opt_name, value) in enumerate(reported or [('-', '-')]):
       demo = '' if rows else result['name']  # Named once: the table is this demo's.
-      rows.append((demo, opt_name, _label(metric), _fmt(value, metric), baseline if i == 0 else ''))
+      rows.append((demo, opt_name, _label(metric), value, baseline if i == 0 else ''))
   return rows
+
+
+def _header(result: dict[str, Any]) -> tuple[str, ...]:
+  """``HEADER``, its value column saying what the values are over several seeds or none."""
+  n = _num_seeds(result)
+  if n > 1:
+    value = f'mean (min–max), {n} seeds'
+  elif result.get('deterministic'):
+    value = 'value (deterministic: no seed)'
+  else:
+    return HEADER
+  return tuple(value if column == 'value' else column for column in HEADER)
+
+
+def rankings(result: dict[str, Any]) -> list[str]:
+  """Over several seeds: for each ``RANKED`` metric, on how many seeds each optimizer beat each other.
+
+  The optimizers are ordered by their mean, best first; for each pair, the
+  line counts the seeds on which the better-ranked one was strictly better,
+  and the ties if any (a NaN counts as neither). No lines for one seed.
+  """
+  n = _num_seeds(result)
+  if n < 2:
+    return []
+  lines = []
+  for metric, higher in RANKED.items():
+    per_seed = {
+      name: result['seed_metrics'][name][metric]
+      for name in _optimizers(result)
+      if metric in result['seed_metrics'][name]
+    }
+    if len(per_seed) < 2:
+      continue
+    sign = 1.0 if higher else -1.0
+    order = sorted(per_seed, key=lambda name: -sign * math.fsum(per_seed[name]) / n)
+    lines.append(f'{_label(metric)} ({"higher" if higher else "lower"} is better), seed by seed:')
+    for i, first in enumerate(order):
+      for other in order[i + 1 :]:
+        pairs = list(zip(per_seed[first], per_seed[other], strict=True))
+        wins = sum(sign * (a - b) > 0 for a, b in pairs)
+        ties = sum(a == b for a, b in pairs)
+        tied = f', tied on {ties}' if ties else ''
+        lines.append(f'- {first} beats {other} on {wins} of {n} seeds{tied}')
+  return lines
 
 
 def _markdown(rows: list[tuple[str, ...]]) -> str:
@@ -165,7 +271,13 @@ def format_results(results: list[dict[str, Any]]) -> str:
   Pure: result dicts in, text out. Columns: demo (named on the first row),
   optimizer, metric, value and baseline; rows are grouped by metric, the
   demo's headline metric first. A step count of -1 (threshold never reached)
-  reads "never".
+  reads "never". A deterministic demo's value column says it has no seed.
+
+  Over several seeds (a result with ``seeds`` and ``seed_metrics``, from
+  :func:`rmsprop_optax.demos._common.over_seeds`) each value is the mean and
+  the range (min–max) over the seeds (:func:`format_spread`), the value
+  column's header names the number of seeds, and :func:`rankings` follows
+  the table.
 
   >>> result = {
   ...   'name': 'toy',
@@ -183,8 +295,29 @@ def format_results(results: list[dict[str, Any]]) -> str:
   |      | sgd       | test accuracy              | 0.975  |               |
   |      | rmsprop   | steps to reach loss < 1e-3 | 412    |               |
   |      | sgd       | steps to reach loss < 1e-3 | never  |               |
+  >>> result['seeds'] = [0, 1, 2]
+  >>> result['seed_metrics'] = {
+  ...   'rmsprop': {'test_accuracy': [0.98, 0.97, 0.99], 'steps_to_1e-3': [412, 400, 424]},
+  ...   'sgd': {'test_accuracy': [0.975, 0.98, 0.96], 'steps_to_1e-3': [-1, -1, -1]},
+  ...   'chance': {'test_accuracy': [0.1028, 0.1028, 0.1028]},
+  ... }
+  >>> print(format_results([result]))
+  | demo | optimizer | metric                     | mean (min–max), 3 seeds | baseline      |
+  |------|-----------|----------------------------|-------------------------|---------------|
+  | toy  | rmsprop   | test accuracy              | 0.98 (0.97–0.99)        | chance 0.1028 |
+  |      | sgd       | test accuracy              | 0.9717 (0.96–0.98)      |               |
+  |      | rmsprop   | steps to reach loss < 1e-3 | 412 (400–424)           |               |
+  |      | sgd       | steps to reach loss < 1e-3 | never                   |               |
+  <BLANKLINE>
+  test accuracy (higher is better), seed by seed:
+  - rmsprop beats sgd on 2 of 3 seeds
   """
-  return '\n\n'.join(_markdown([HEADER, *_rows(result)]) for result in results)
+  tables = []
+  for result in results:
+    table = _markdown([_header(result), *_rows(result)])
+    ranking = rankings(result)
+    tables.append('\n\n'.join([table, '\n'.join(ranking)]) if ranking else table)
+  return '\n\n'.join(tables)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -210,15 +343,24 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   )
   parser.add_argument('--fast', action='store_true', help='short runs (what the tests use)')
   parser.add_argument('--out', default=DEFAULT_OUT, help=f'output folder (default ./{DEFAULT_OUT})')
-  parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+  seeded = [n for n in DEMOS if n in TAKE_SEEDS]
+  parser.add_argument(
+    '--seed',
+    type=int,
+    default=0,
+    help=f'random seed, the first of --seeds (default 0); {_SEEDLESS_NOTE}',
+  )
   parser.add_argument(
     '--seeds',
     type=_positive_int,
     default=None,
     metavar='N',
     help=(
-      f'number of seeds, from --seed on, for the demos that compare seeds '
-      f'({", ".join(sorted(TAKE_SEEDS))}; default: their own)'
+      f'run the seeds --seed .. --seed+N-1: each metric shows as mean (min-max) over them, '
+      f'and the headline metric is ranked seed by seed. Taken by the demos with a random seed '
+      f'({", ".join(seeded)}; without it they run one seed, '
+      f'{" and ".join(sorted(SEVERAL_SEEDS_BY_DEFAULT))} their own number). With all, the '
+      f'deterministic demos run once; named with --seeds, they are refused'
     ),
   )
   argv = sys.argv[1:] if argv is None else list(argv)
@@ -241,11 +383,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
   every = [n for n in DEMOS if n not in NOT_IN_ALL]
   args.names = every if 'all' in names else list(dict.fromkeys(names))
   if args.seeds is not None:
-    single = [n for n in args.names if n not in TAKE_SEEDS]
-    if single:
+    # Named explicitly, a deterministic demo refuses --seeds; with `all` it runs once.
+    seedless = [n for n in dict.fromkeys(names) if n in SEEDLESS]
+    if seedless:
       parser.error(
-        f'--seeds applies to {", ".join(sorted(TAKE_SEEDS))} only, not {", ".join(single)} '
-        '(the others run one seed: use --seed)'
+        f'--seeds does not apply to {", ".join(seedless)}: {_SEEDLESS_NOTE}; '
+        f'--seeds applies to {", ".join(seeded)}'
       )
   return args
 
@@ -270,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
       continue
     t0 = time.perf_counter()
-    extra = {} if args.seeds is None else {'num_seeds': args.seeds}
+    extra = {'num_seeds': args.seeds} if args.seeds is not None and name in TAKE_SEEDS else {}
     result = module.run(fast=args.fast, seed=args.seed, progress=True, **extra)
     elapsed = time.perf_counter() - t0
     png = os.path.join(args.out, f'{result["name"]}.png')
@@ -283,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
   mode = 'fast' if args.fast else 'full'
   if args.seeds is not None and args.seeds > 1:
     seeds = f'seeds {args.seed}-{args.seed + args.seeds - 1}'
-  elif args.seeds is None and TAKE_SEEDS.intersection(args.names):
+  elif args.seeds is None and SEVERAL_SEEDS_BY_DEFAULT.intersection(args.names):
     seeds = f'seeds from {args.seed}'  # each seed-comparing demo's own count
   else:
     seeds = f'seed {args.seed}'

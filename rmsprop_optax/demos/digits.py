@@ -7,11 +7,21 @@ testing; the seed changes the initialisation and the batch order.
 
 Optimizers, all with a constant learning rate and the same batches:
 
-- RMSprop, ``rmsprop_optax.rmsprop(3e-3, decay=0.9)`` (3e-3 gave a higher
-  test accuracy than 1e-3 in fast mode);
-- SGD, ``optax.sgd(0.3)`` (plain SGD needs a learning rate ~100x RMSprop's
-  here because the raw gradients are small; 0.3 beat 0.1 in fast mode);
+- RMSprop, ``rmsprop_optax.rmsprop(3e-3, decay=0.9)``;
+- SGD, ``optax.sgd(0.3)``, 100x RMSprop's rate (RMSprop divides each
+  gradient by its RMS; SGD takes the raw gradient);
 - Adam, ``optax.adam(3e-3)``: RMSprop plus momentum plus bias correction.
+
+The learning rates are tuning choices, not results: each is the better of two
+in one fast-mode run (RMSprop 3e-3 over 1e-3, SGD 0.3 over 0.1); Adam takes
+RMSprop's.
+
+Over five seeds (``python -m rmsprop_optax demo digits --seeds 5``, seeds
+0–4, on a 2-core AMD EPYC virtual machine; another CPU rounds differently, so
+rerun it there), test accuracy on the 360 held-out images, mean (min–max):
+RMSprop 0.9794 (0.9778–0.9806), Adam 0.9778 (0.9694–0.9833), SGD 0.9739
+(0.9694–0.9778). RMSprop beat SGD on 5 of 5 seeds; RMSprop and Adam split
+(RMSprop ahead on 2 seeds, Adam on 1, tied on 2).
 """
 
 from __future__ import annotations
@@ -163,7 +173,20 @@ def _train(
   return curves, metrics
 
 
-def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+def run(
+  *, fast: bool = False, seed: int = 0, progress: bool = False, num_seeds: int | None = None
+) -> dict[str, Any]:
+  """:func:`run_seed` for the seeds ``seed .. seed + num_seeds - 1`` (default: one seed).
+
+  One seed gives that run's result; several, the seed means of its metrics
+  and curves, with each metric's per-seed values in ``seed_metrics`` (the
+  table's mean and range; :func:`rmsprop_optax.demos._common.over_seeds`).
+  """
+  seeds = _common.seed_range(seed, num_seeds, 1)
+  return _common.over_seeds(lambda s: run_seed(fast=fast, seed=s, progress=progress), seeds)
+
+
+def run_seed(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
   """Trains the CNN with each optimizer; reports test accuracy and loss."""
   epochs = EPOCHS_FAST if fast else EPOCHS_FULL
   data = load_data()

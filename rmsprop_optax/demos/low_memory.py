@@ -25,10 +25,15 @@ float32 paired by seed (the same initialisation and data), its mean and
 standard error; the bytes of the RMSprop state (``jax.eval_shape(opt.init,
 params)``, summed over leaves) and their ratio to float32 state.
 
-Three seeds (the default) are a rough gauge of the spread: DQN's greedy return
-ranges over a factor of five across ten seeds, and float32 state with ``decay``
-one float32 ulp higher already moves its mean outside float32's three-seed
-range. ``num_seeds`` (``--seeds`` on the command line) runs more.
+Three seeds (the default) are a rough gauge of the spread; ``num_seeds``
+(``--seeds`` on the command line) runs more. Over ten seeds (``python -m
+rmsprop_optax demo low_memory --seeds 10``, seeds 0–9, on a 2-core AMD EPYC
+virtual machine; another CPU rounds differently, so rerun it there), DQN's
+greedy return with float32 state spans a factor of three, mean 186.7
+(99.23–301.5), while 8-bit state's mean, 173.9 (71.69–274.8), and 4-bit
+state's, 187.2 (97.94–288.4), lie inside that range; so do both means on the
+other three applications (e.g. digits test accuracy: float32 0.9797
+(0.975–0.9861), 8-bit 0.9797 (0.9694–0.9833), 4-bit 0.9811 (0.9778–0.9861)).
 """
 
 from __future__ import annotations

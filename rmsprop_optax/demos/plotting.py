@@ -288,7 +288,8 @@ def demo_figure(result: Mapping[str, Any]) -> Any:
   """The figure of one demo result: its module's ``figure(result)``, else :func:`curves_figure`.
 
   The module is the one the command line runs under the result's name (``cli.DEMOS``), else
-  ``rmsprop_optax.demos.<name>``.
+  ``rmsprop_optax.demos.<name>``. A result over several seeds (``seed_metrics``) holds seed
+  means; the title says so.
   """
   import importlib
 
@@ -300,7 +301,13 @@ def demo_figure(result: Mapping[str, Any]) -> Any:
   except ModuleNotFoundError:
     module = None
   draw = getattr(module, 'figure', None)
-  return draw(result) if draw is not None else curves_figure(result)
+  fig = draw(result) if draw is not None else curves_figure(result)
+  seeds = result.get('seeds', []) if 'seed_metrics' in result else []
+  if len(seeds) > 1:  # A run over several seeds (``--seeds``) draws the seed means.
+    note = f'curves and markers: mean over {len(seeds)} seeds ({seeds[0]}–{seeds[-1]})'
+    title = fig.get_suptitle()
+    fig.suptitle(f'{title}\n{note}' if title else note, fontsize='medium')
+  return fig
 
 
 def plot_result(result: Mapping[str, Any], path: str | os.PathLike[str], *, dpi: int = 120) -> str:

@@ -6,7 +6,8 @@ steep direction (curvature ``L = 200``), so y flips between -2 and +2 forever
 and the loss never drops below 400, while x shrinks by 0.98 per step. RMSprop
 divides each coordinate by the RMS of its own gradients, so both move at about
 ``lr`` per step and the iterate reaches the minimum (then rattles at about
-``lr / 2``, since a constant learning rate never anneals).
+``lr / 2``, since a constant learning rate never anneals). Deterministic: no
+random seed, so the demo takes no ``--seeds``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def run(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[st
     }
   return {
     'name': NAME,
+    'deterministic': True,  # no random seed: the table says so
     'metrics': metrics,
     'curves': {name: [float(v) for v in tr.losses] for name, tr in runs.items()},
     'curve_label': 'loss x^2 + 100 y^2',
