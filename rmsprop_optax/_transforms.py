@@ -465,15 +465,22 @@ def _trace_once_per_shape(fn: Callable[..., Any], **options: Any) -> Callable[..
   many-leaf step. Under an outer ``jit`` a nested ``jit`` is traced and lowered
   once per distinct (shape, dtype) and afterwards only bound, so a tree with
   repeated layer shapes pays once; XLA inlines the call before fusion, so the
-  compiled step and its results are the same. It pays: for
-  ``rmsprop(momentum=0.9, centered=True)`` on 64x64 leaves (2-core CPU, first
-  ``jit`` of a step in a fresh process, median of 5), with and without it:
+  compiled step and its results are the same. It pays where shapes repeat, as
+  in a stack of layers. Seconds with / without it, for a donated
+  ``rmsprop(1e-3, momentum=0.9, centered=True)`` step on 500 leaves of shape
+  ``(64 + k, 64)``, float32 or ``quantized(8)`` state (first ``jit`` in a fresh
+  process, XLA:CPU on 2 cores shared with other jobs, median of 3)::
 
-  - 100 leaves: trace 0.06 s / 0.19 s; trace + lower + compile 0.48 s / 0.82 s.
-  - 500 leaves: trace 0.33 s / 0.95 s; trace + lower + compile 3.5 s / 4.4 s.
+    leaves, state               trace + lower    XLA compile
+    10 shapes x 50, float32     0.43 / 0.91      2.6 / 2.6
+    10 shapes x 50, 8-bit       1.1 / 13.5       95 / 93
+    500 shapes, float32         4.1 / 2.9        50 / 45
+    500 shapes, 8-bit           35 / 53          435 / 377
 
-  XLA's own compile time is about the same either way (0.39 / 0.54 s and
-  3.0 / 3.2 s), so the saving is the tracing and lowering.
+  The 8-bit step with repeated shapes lowers to 1.8 MB of StableHLO instead
+  of 18.5. XLA's compile times differ by less than they vary from run to run
+  (80-140 s for one setting); all-distinct float32 shapes pay about 1 s of
+  tracing for the nested calls.
 
   Python-number arguments stay static (compile-time constants, exactly as
   without the cache: ``1 - decay`` is formed in Python's float64); arrays and
