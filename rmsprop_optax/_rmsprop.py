@@ -3,7 +3,7 @@
 An ``optax.chain`` of Optax's own pieces around the tier-1 rescaling; only what
 Optax lacks is written here: a momentum trace whose coefficient may be a
 schedule and whose buffer follows the mixed-precision policy
-(:mod:`rmsprop_optax._precision`) and the params' sharding.
+(:mod:`rmsprop_optax._state`) and the params' sharding.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from rmsprop_optax import _checks, _precision, _quantize, _transforms
+from rmsprop_optax import _checks, _quantize, _state, _transforms
 
 
 class ScheduledTraceState(NamedTuple):
@@ -28,7 +28,7 @@ class ScheduledTraceState(NamedTuple):
 def _momentum(
   momentum: optax.ScalarOrSchedule,
   nesterov: bool,
-  accumulator_dtype: _precision.AccumulatorDtype,
+  accumulator_dtype: _state.AccumulatorDtype,
 ) -> optax.GradientTransformation:
   """``optax.trace`` with a schedulable coefficient and a buffer that follows the policy.
 
@@ -42,7 +42,7 @@ def _momentum(
   trace_leaf = _transforms._trace_once_per_shape(_trace_leaf_impl, nesterov=nesterov)
 
   def init_fn(params: optax.Params) -> optax.TraceState | ScheduledTraceState:
-    trace = _precision.init_state(params, 0.0, accumulator_dtype, real=False)
+    trace = _state.init_state(params, 0.0, accumulator_dtype, real=False)
     if scheduled:
       return ScheduledTraceState(count=jnp.zeros([], jnp.int32), trace=trace)
     return optax.TraceState(trace=trace)
@@ -55,12 +55,12 @@ def _momentum(
     del params
     beta = momentum(state.count) if scheduled else momentum
     u, treedef = jax.tree.flatten(updates)
-    stored = _precision.state_leaves(state.trace, treedef)
-    tables = _precision.state_tables(state.trace)
+    stored = _state.state_leaves(state.trace, treedef)
+    tables = _state.state_tables(state.trace)
     tables_arg = None if tables is None else [tables]
     results = [trace_leaf(*leaf, beta, tables_arg) for leaf in zip(u, stored)]
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
-    trace = _precision.state_tree(state.trace, treedef, [r[1] for r in results])
+    trace = _state.state_tree(state.trace, treedef, [r[1] for r in results])
     if scheduled:
       return out, ScheduledTraceState(count=optax.safe_increment(state.count), trace=trace)
     return out, optax.TraceState(trace=trace)
@@ -78,14 +78,14 @@ def _trace_values(
 
 def _trace_leaf_impl(
   u: jax.Array,
-  stored: _precision.StateLeaf,
+  stored: _state.StateLeaf,
   beta: _transforms.Hyperparameter,
   tables: list[_quantize.Tables] | None,
   *,
   nesterov: bool,
-) -> tuple[jax.Array, _precision.StateLeaf]:
+) -> tuple[jax.Array, _state.StateLeaf]:
   """One leaf of the momentum buffer: ``(out, new stored buffer)``, chunk by chunk if quantized."""
-  out, (new,) = _precision.step_leaf(
+  out, (new,) = _state.step_leaf(
     lambda u, b: _trace_values(u, b, beta, nesterov), u, [stored], tables
   )
   return out, new
@@ -148,7 +148,7 @@ def rmsprop(
   decoupled_weight_decay: bool = False,
   weight_decay_mask: optax.MaskOrFn = None,
   maximize: bool = False,
-  accumulator_dtype: _precision.AccumulatorDtype = None,
+  accumulator_dtype: _state.AccumulatorDtype = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""RMSprop in every variant: momentum, Nesterov, centered, bias correction, decay.
 
@@ -310,7 +310,7 @@ def rmsprop(
         'rmsprop: `params` must be passed to update() when there is a weight-decay step '
         f'(weight_decay={weight_decay!r})'
       )
-    out, state = chain.update(_precision.widen(updates), state, params)
+    out, state = chain.update(_state.widen(updates), state, params)
     return optax.tree.cast_like(out, updates), state
 
   return optax.GradientTransformationExtraArgs(chain.init, update_fn)

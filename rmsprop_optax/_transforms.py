@@ -10,7 +10,7 @@ Per element, with ``t`` the step count after the increment (1, 2, ...)::
 
 and ``out = 0`` wherever the denominator is exactly zero (``eps = 0`` with a
 zero second moment), never NaN. :func:`_rescale` is these lines for one leaf;
-dtypes follow :mod:`rmsprop_optax._precision`.
+dtypes follow :mod:`rmsprop_optax._state`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rmsprop_optax import _checks, _precision, _quantize
-from rmsprop_optax._precision import AccumulatorDtype, StateLeaf
+from rmsprop_optax import _checks, _quantize, _state
+from rmsprop_optax._state import AccumulatorDtype, StateLeaf
 
 # A hyperparameter inside the jitted per-leaf math, a schedule already read: a
 # Python (or NumPy scalar) number, folded in as a compile-time constant, or a
@@ -243,10 +243,10 @@ def _scale_by_rms(
   def init_fn(params: optax.Params) -> ScaleByRmsState | ScaleByCenteredRmsState:
     _checks.check_array_leaves(params, name)
     count = jnp.zeros([], jnp.int32)
-    nu = _precision.init_state(params, initial_scale, accumulator_dtype, real=True)
+    nu = _state.init_state(params, initial_scale, accumulator_dtype, real=True)
     if not centered:
       return ScaleByRmsState(count=count, nu=nu)
-    mu = _precision.init_state(params, 0.0, accumulator_dtype, real=False)
+    mu = _state.init_state(params, 0.0, accumulator_dtype, real=False)
     return ScaleByCenteredRmsState(count=count, mu=mu, nu=nu)
 
   def update_fn(
@@ -268,12 +268,12 @@ def _scale_by_rms(
     # init_fn made a ScaleByCenteredRmsState when centered.
     mu_state = cast(ScaleByCenteredRmsState, state).mu if centered else None
     g, treedef = jax.tree.flatten(updates)
-    nu = _precision.state_leaves(state.nu, treedef)
-    mu = _precision.state_leaves(mu_state, treedef) if centered else [None] * len(g)
+    nu = _state.state_leaves(state.nu, treedef)
+    mu = _state.state_leaves(mu_state, treedef) if centered else [None] * len(g)
     # Passed to every leaf's function as arguments, not made inside each.
-    tables = [_precision.state_tables(state.nu)]
+    tables = [_state.state_tables(state.nu)]
     if centered:
-      tables.append(_precision.state_tables(mu_state))
+      tables.append(_state.state_tables(mu_state))
     tables_arg = None if tables[0] is None else tables
     decayed = _decayed_params(updates, params, weight_decay_mask, treedef, wd is not None)
     results = [
@@ -281,10 +281,10 @@ def _scale_by_rms(
       for g_i, nu_i, mu_i, p_i in zip(g, nu, mu, decayed)
     ]
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
-    new_nu = _precision.state_tree(state.nu, treedef, [r[1] for r in results])
+    new_nu = _state.state_tree(state.nu, treedef, [r[1] for r in results])
     if not centered:
       return out, ScaleByRmsState(count=count, nu=new_nu)
-    new_mu = _precision.state_tree(mu_state, treedef, [r[2] for r in results])
+    new_mu = _state.state_tree(mu_state, treedef, [r[2] for r in results])
     return out, ScaleByCenteredRmsState(count=count, mu=new_mu, nu=new_nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -331,7 +331,7 @@ def _rescale(
   ``param`` and ``weight_decay``: None, or coupled decay added to ``g`` first.
 
   :func:`_rescale_values` on the loaded moments; quantized moments are
-  stepped chunk by chunk (:func:`rmsprop_optax._precision.step_leaf`), so the
+  stepped chunk by chunk (:func:`rmsprop_optax._state.step_leaf`), so the
   step never holds a full-size float32 copy of one.
   """
   # bitsandbytes' rounding of the second moment depends on which product the
@@ -358,7 +358,7 @@ def _rescale(
     return (out, new_nu) if new_mu is None else (out, new_nu, new_mu)
 
   inputs = () if param is None else (param,)
-  out, new = _precision.step_leaf(values, g, stored, tables, chunked=not bnb, inputs=inputs)
+  out, new = _state.step_leaf(values, g, stored, tables, chunked=not bnb, inputs=inputs)
   return out, new[0], None if mu is None else new[1]
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rmsprop_optax import _checks, _precision
+from rmsprop_optax import _checks, _state
 from rmsprop_optax._transforms import ScaleByCenteredRmsState, ScaleByRmsState
 
 RmsState = ScaleByRmsState | ScaleByCenteredRmsState
@@ -112,7 +112,7 @@ def effective_learning_rate(
   lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
   # Quantized state reads as the float32 values it stands for.
   state = state._replace(
-    **{k: _precision.load_tree(getattr(state, k)) for k in ('nu', 'mu') if hasattr(state, k)}
+    **{k: _state.load_tree(getattr(state, k)) for k in ('nu', 'mu') if hasattr(state, k)}
   )
 
   def one(nu: jax.Array, mu: jax.Array | None) -> jax.Array:

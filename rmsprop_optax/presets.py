@@ -67,9 +67,9 @@ from collections.abc import Iterator
 import jax.numpy as jnp
 import optax
 
-from rmsprop_optax._precision import AccumulatorDtype
 from rmsprop_optax._quantize import quantized
 from rmsprop_optax._rmsprop import rmsprop
+from rmsprop_optax._state import AccumulatorDtype
 
 __all__ = (
   'bitsandbytes',

@@ -1,4 +1,4 @@
-"""Mixed precision: the one place that decides every dtype.
+"""Optimizer state: the one place that decides its dtypes, stores it and steps it leaf by leaf.
 
 The policy, for a parameter of dtype ``p`` and a gradient of dtype ``g``:
 
