@@ -80,6 +80,24 @@ def seed_range(seed: int, num_seeds: int | None, default: int) -> list[int]:
   return list(range(seed, seed + n))
 
 
+def run_seeds(
+  run_seed: Callable[..., dict[str, Any]],
+  *,
+  fast: bool,
+  seed: int,
+  progress: bool,
+  num_seeds: int | None,
+) -> dict[str, Any]:
+  """A seeded demo's ``run``: ``run_seed`` for the seeds ``seed .. seed + num_seeds - 1``.
+
+  One seed (the default) gives that run's result; several, the seed means of
+  its metrics and curves, with each metric's per-seed values in
+  ``seed_metrics`` (the table's mean and range; :func:`over_seeds`).
+  """
+  seeds = seed_range(seed, num_seeds, 1)
+  return over_seeds(lambda s: run_seed(fast=fast, seed=s, progress=progress), seeds)
+
+
 def over_seeds(run_one: Callable[[int], dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
   """``run_one(seed)`` for each of ``seeds``, combined into one result dict.
 

@@ -259,14 +259,8 @@ def run_rmsprop(
 def run(
   *, fast: bool = False, seed: int = 0, progress: bool = False, num_seeds: int | None = None
 ) -> dict[str, Any]:
-  """:func:`run_seed` for the seeds ``seed .. seed + num_seeds - 1`` (default: one seed).
-
-  One seed gives that run's result; several, the seed means of its metrics
-  and curves, with each metric's per-seed values in ``seed_metrics`` (the
-  table's mean and range; :func:`rmsprop_optax.demos._common.over_seeds`).
-  """
-  seeds = _common.seed_range(seed, num_seeds, 1)
-  return _common.over_seeds(lambda s: run_seed(fast=fast, seed=s, progress=progress), seeds)
+  """:func:`run_seed` for ``num_seeds`` seeds from ``seed`` (:func:`~._common.run_seeds`)."""
+  return _common.run_seeds(run_seed, fast=fast, seed=seed, progress=progress, num_seeds=num_seeds)
 
 
 def run_seed(*, fast: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
