@@ -217,8 +217,9 @@ class QuantizedArray:
   bits, low nibble first). ``scale``: float32, the largest magnitude of each
   block of ``block_size`` elements along the last axis, shape
   ``shape[:-1] + (ceil(shape[-1] / block_size),)``. The logical ``shape``,
-  ``bits``, ``block_size``, ``signed`` and ``unsigned_zero`` (which code map:
-  :func:`code_map`; ``True`` is bitsandbytes' map) are static, as are
+  ``bits``, ``block_size``, ``signed`` and ``unsigned_zero`` (keyword only and
+  required, which code map: :func:`code_map`; ``True`` is bitsandbytes' map)
+  are static, as are
   ``layout`` and ``rounding`` (see :func:`quantized`); with
   ``layout='flat'`` the blocks run over the flattened array and ``scale`` has
   shape ``(ceil(size / block_size),)``.
@@ -230,9 +231,10 @@ class QuantizedArray:
   bits: int
   block_size: int
   signed: bool
-  layout: str
-  rounding: str
-  unsigned_zero: bool
+  layout: str = 'last_axis'
+  rounding: str = 'nearest'
+  # No default: which map a code means must be said (quantized() resolves None).
+  unsigned_zero: bool = dataclasses.field(kw_only=True)
 
   @property
   def dtype(self) -> jnp.dtype:
@@ -378,7 +380,15 @@ def quantize(
     )
     codes = flat.codes.reshape(x.shape)
     return QuantizedArray(
-      codes, flat.scale, tuple(x.shape), bits, block_size, signed, layout, rounding, unsigned_zero
+      codes,
+      flat.scale,
+      tuple(x.shape),
+      bits,
+      block_size,
+      signed,
+      layout,
+      rounding,
+      unsigned_zero=unsigned_zero,
     )
   shape = tuple(x.shape)
   n = shape[-1]
@@ -403,7 +413,7 @@ def quantize(
   if bits == 4:
     codes = codes[..., 0::2] | (codes[..., 1::2] << 4)
   return QuantizedArray(
-    codes, scale, shape, bits, block_size, signed, layout, rounding, unsigned_zero
+    codes, scale, shape, bits, block_size, signed, layout, rounding, unsigned_zero=unsigned_zero
   )
 
 
@@ -575,7 +585,7 @@ def init(
     signed,
     spec.layout,
     spec.rounding,
-    unsigned_zero,
+    unsigned_zero=unsigned_zero,
   )
 
 
@@ -665,7 +675,7 @@ class QuantizedTree:
       self.signed,
       spec.layout,
       spec.rounding,
-      bool(spec.unsigned_zero),
+      unsigned_zero=bool(spec.unsigned_zero),
     )
 
 

@@ -102,7 +102,7 @@ def test_the_test_shapes_are_chunked():
   chunks = {
     name: _quantize.num_chunks(
       _quantize.view_shape(
-        _quantize.QuantizedArray(None, None, shape, 8, 256, False, 'last_axis', 'nearest', False)  # type: ignore[arg-type]
+        _quantize.QuantizedArray(None, None, shape, 8, 256, False, unsigned_zero=False)  # type: ignore[arg-type]
       ),
       SMALL_CHUNK,
     )
