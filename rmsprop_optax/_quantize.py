@@ -45,8 +45,8 @@ Three cases hold more. A 1-D leaf whose length is not a multiple of
 whole (its agreement with bnb depends on that step's rounding). Under
 ``optax.MultiSteps``, which runs the inner step every time and then selects
 between the old and new state, the new codes are held beside the old: one
-byte per element per moment (a 4096x4096 leaf: 16 MiB more temporaries than
-the float32-state ``MultiSteps`` step, whose peak is still 1.1x the 8-bit one).
+byte per element per moment more than the float32-state ``MultiSteps`` step
+holds (``tests/test_quantized_step.py`` bounds it), whose peak stays higher.
 
 Rounding is to the nearest code; stochastic rounding is not offered. It would
 need a PRNG key in the state (split every step, checkpointed and sharded with
