@@ -40,8 +40,11 @@ The step's memory: each quantized leaf is stepped in chunks of about
 evenly, with no collective), written in place, so the step holds a few
 float32 chunks beyond what the float32-state step holds, not full-size
 copies; :func:`rmsprop_optax.step_memory` gives the figures for given params.
-Three cases hold more. A 1-D leaf whose length is not a multiple of
-``block_size`` is one chunk. ``rounding='bitsandbytes'`` steps each leaf
+A 1-D leaf whose length is not a multiple of ``block_size`` (a flat vector
+such as ``jax.flatten_util.ravel_pytree`` makes) is stepped in contiguous
+runs of whole blocks instead (:func:`map_column_chunks`); sharded over
+devices, its blocks straddle them and XLA gathers it. Two cases hold more.
+``rounding='bitsandbytes'`` steps each leaf
 whole (its agreement with bnb depends on that step's rounding). Under
 ``optax.MultiSteps``, which runs the inner step every time and then selects
 between the old and new state, the new codes are held beside the old: one
@@ -752,6 +755,23 @@ def num_chunks(shape: tuple[int, ...], chunk_elements: int | None = None) -> int
   return best
 
 
+def chunk_width(q: QuantizedArray, chunk_elements: int | None = None) -> int | None:
+  """The columns :func:`map_column_chunks` steps at once, or None where rows divide the step.
+
+  A 1-D leaf (or a ``flat`` one) longer than a block but not a multiple of
+  it is one row (:func:`view_shape`) that no reshape divides into rows of
+  whole blocks: it is stepped in runs of whole blocks, at most half of
+  ``chunk_elements`` each (a run holds its slabs twice, as read and rotated),
+  the last run short.
+  """
+  if chunk_elements is None:
+    chunk_elements = CHUNK_ELEMENTS
+  n, b = view_shape(q)[-1], q.block_size
+  if (len(q.shape) > 1 and q.layout != 'flat') or n <= b or n % b == 0:
+    return None
+  return min(n // b * b, max(b, chunk_elements // 2 // b * b))
+
+
 def map_moments(
   fn: Any,
   x: jax.Array,
@@ -777,7 +797,7 @@ def map_moments(
   views = [as_view(m) for m in moments]
   shape = view_shape(moments[0])
 
-  def chunk(x_c: jax.Array, *rest: jax.Array) -> list[jax.Array]:
+  def chunk(x_c: jax.Array, *rest: jax.Array, valid: jax.Array | None = None) -> list[jax.Array]:
     stored, inputs_c = rest[: 2 * len(views)], rest[2 * len(views) :]
     old = [
       dataclasses.replace(v, codes=c, scale=s, shape=x_c.shape)
@@ -788,12 +808,19 @@ def map_moments(
     # consumer's fusion; 114 -> 86 ms for a 2**24-element plain 8-bit step.
     values = [q.dequantize(t) for q, t in zip(old, moment_tables)]
     out, *new = jax.lax.optimization_barrier(fn(x_c, *values, *inputs_c))
+    if valid is not None:  # the columns past a row's end, as quantize pads them
+      new = [jnp.where(valid, v, 0) for v in new]
     requantized = [requantize(v, q, t) for v, q, t in zip(new, old, moment_tables)]
     return [out] + [a for q in requantized for a in (q.codes, q.scale)]
 
   carried = [x.reshape(shape)] + [a for v in views for a in (v.codes, v.scale)]
   read = [a.reshape(shape) for a in inputs]
-  if chunked:
+  width = chunk_width(moments[0]) if chunked else None
+  if width is not None:
+    per_code = 2 if views[0].bits == 4 else 1
+    steps = [1] + [d for v in views for d in (per_code, v.block_size)] + [1] * len(read)
+    results = map_column_chunks(chunk, width, carried, read, steps)
+  elif chunked:
     results = map_chunks(chunk, num_chunks(shape), carried, read)
   else:
     results = chunk(*carried, *read)
@@ -847,6 +874,69 @@ def map_chunks(
 
   out = jax.lax.fori_loop(0, chunks, body, split)
   return [x.reshape(like.shape) for x, like in zip(out, carried)]
+
+
+def map_column_chunks(
+  fn: Any, width: int, carried: list[jax.Array], inputs: list[jax.Array], steps: list[int]
+) -> list[jax.Array]:
+  """:func:`map_chunks` for arrays of one row: runs of ``width`` columns, the last one short.
+
+  ``width`` is a multiple of the block. Every run starts at a block's first
+  element; the last holds what is left (its last block partial). Every run
+  is the same loop iteration, so that the rounding of its arithmetic (which
+  products XLA fuses into multiply-adds) is the same whatever the width: the
+  last reads the ``width`` columns that end the row (``dynamic_slice``
+  clamps its start), rotates them so that its own part comes first, steps
+  them with the columns past the row's end set to 0 before requantizing (as
+  :func:`quantize` pads a partial block), then rotates back and writes only
+  its own part. Each run is written in place, so the step holds one run's
+  temporaries, not the row's.
+
+  ``steps``: for each array of ``carried + inputs``, the elements of the
+  first carry per entry of its last axis (1 for the gradient and the param,
+  2 for 4-bit codes, the block size for the scales). The runs are
+  contiguous: a 1-D leaf sharded over devices has blocks that straddle the
+  devices whatever divides it, and XLA gathers it.
+  """
+  n = carried[0].shape[-1]
+  runs = _ceil_div(n, width)
+  count = len(carried)
+
+  def window(x: jax.Array, c: jax.Array, step: int) -> tuple[jax.Array, jax.Array]:
+    """Where run ``c``'s slab of ``x`` starts (clamped to the row) and how far in its part does."""
+    size = width // step
+    start = jnp.minimum(c * size, x.shape[-1] - size)
+    return start, c * size - start
+
+  def body(c: jax.Array, state: list[jax.Array]) -> list[jax.Array]:
+    windows = [window(x, c, k) for x, k in zip(state + inputs, steps)]
+    slabs = [
+      jax.lax.dynamic_slice_in_dim(x, start, width // k, axis=-1)
+      for x, k, (start, _) in zip(state + inputs, steps, windows)
+    ]
+    rotated = [jnp.roll(x, -shift, axis=-1) for x, (_, shift) in zip(slabs, windows)]
+    valid = jnp.arange(width) < n - c * width  # this run's columns, in rotated order
+    new = list(fn(*rotated, valid=valid))
+    back = [jnp.roll(x, shift, axis=-1) for x, (_, shift) in zip(new, windows)]
+    kept = [
+      jnp.where(jnp.arange(x.shape[-1]) >= shift, y, x)
+      for x, y, (_, shift) in zip(slabs, back, windows)
+    ]
+    written = [
+      jax.lax.dynamic_update_slice_in_dim(x, y, start, axis=-1)
+      for x, y, (start, _) in zip(state[1:], kept[1:], windows[1:count])
+    ]
+    # As in map_chunks: the first result is written after the others (see _after).
+    out = _after(
+      kept[0],
+      [
+        jax.lax.dynamic_slice_in_dim(x, start, width // k, axis=-1)
+        for x, k, (start, _) in zip(written, steps[1:count], windows[1:count])
+      ],
+    )
+    return [jax.lax.dynamic_update_slice_in_dim(state[0], out, windows[0][0], axis=-1)] + written
+
+  return jax.lax.fori_loop(0, runs, body, list(carried))
 
 
 def _after(x: jax.Array, codes_and_scales: list[jax.Array]) -> jax.Array:

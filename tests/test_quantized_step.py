@@ -51,13 +51,15 @@ CONFIGS = {
 }
 
 # Chunk boundaries that do not divide a leaf, a leaf smaller than one chunk,
-# 1-D leaves with and without whole blocks, three dimensions, an odd last axis
-# (4 bits keep it in float32), a zero-size leaf.
+# 1-D leaves with and without whole blocks (the last run of columns holding a
+# whole block and a partial one, or a partial one alone), three dimensions, an
+# odd last axis (4 bits keep it in float32), a zero-size leaf.
 SHAPES = {
   'rows_uneven': (150, 640),
   'one_chunk': (4, 256),
   'vector_blocks': (8192,),
   'vector_tail': (3000,),
+  'vector_short_run': (1124,),
   'three_d': (12, 5, 384),
   'odd_last_axis': (64, 129),
   'empty': (0, 256),
@@ -110,11 +112,16 @@ def test_the_test_shapes_are_chunked():
     if name != 'empty'
   }
   assert chunks['one_chunk'] == 1
-  # A 1-D leaf without whole blocks is one row of blocks, stepped whole.
-  assert chunks['vector_tail'] == 1
-  assert all(c > 1 for name, c in chunks.items() if name not in ('one_chunk', 'vector_tail')), (
-    chunks
-  )
+  # A 1-D leaf without whole blocks is one row, which rows cannot divide: runs
+  # of two blocks of columns do, the last one short.
+  rows_of_one = ('one_chunk', 'vector_tail', 'vector_short_run')
+  for name in rows_of_one[1:]:
+    assert chunks[name] == 1
+    q = _quantize.QuantizedArray(None, None, SHAPES[name], 8, 256, False, unsigned_zero=False)  # type: ignore[arg-type]
+    assert _quantize.chunk_width(q, SMALL_CHUNK) == 512
+  assert SHAPES['vector_tail'][0] % 512 > 256  # a whole block and a partial one
+  assert SHAPES['vector_short_run'][0] % 512 < 256  # a partial block alone
+  assert all(c > 1 for name, c in chunks.items() if name not in rows_of_one), chunks
   assert SHAPES['rows_uneven'][0] % chunks['rows_uneven'] == 0  # a divisor of the rows...
   assert chunks['rows_uneven'] not in (1, SHAPES['rows_uneven'][0])  # ...not a trivial one
 
@@ -283,6 +290,27 @@ def test_quantized_step_temp_is_the_float32_steps_plus_a_chunk(kind, leaves, sha
   assert q_temp - f32_temp <= CHUNK_TEMP_FRACTION * state_f32, (q_temp / MiB, f32_temp / MiB)
   # So the whole step's peak is below the float32-state step's.
   assert (q_args + q_temp) / (f32_args + f32_temp) < 0.85
+
+
+@pytest.mark.parametrize('kind', ['plain_8', 'plain_4', 'centered_momentum', 'coupled_decay'])
+def test_a_vector_without_whole_blocks_is_stepped_in_runs(kind):
+  """A flat vector (e.g. ``jax.flatten_util.ravel_pytree``'s) of no whole number of blocks."""
+  n = 2**24 + 100
+  params = {'v': jax.ShapeDtypeStruct((n,), jnp.float32)}
+  kw, spec = MEMORY_KINDS[kind]
+  # A gradient XLA writes out in both steps (an elementwise one fuses into the float32 update).
+  loss = lambda p, x: jnp.sum((x[:, None] * p['v'][None]) ** 2 @ jnp.ones((n, 2)))
+  x = jax.ShapeDtypeStruct((8,), jnp.float32)
+  f32 = rmsprop_optax.step_memory(rmsprop_optax.rmsprop(1e-3, **kw), params, loss, x)
+  q = rmsprop_optax.step_memory(
+    rmsprop_optax.rmsprop(1e-3, accumulator_dtype=spec, **kw), params, loss, x
+  )
+  state_f32 = n * 4 * (1 + kw.get('centered', False) + ('momentum' in kw))
+  # Stepped whole, as one row, it held 224 MiB more (plain) and 609 MiB (centered + momentum).
+  assert q.temp_bytes - f32.temp_bytes <= CHUNK_TEMP_FRACTION * state_f32, (
+    q.temp_bytes / MiB,
+    f32.temp_bytes / MiB,
+  )
 
 
 def test_multisteps_holds_the_new_codes_beside_the_old():
