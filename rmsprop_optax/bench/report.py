@@ -51,8 +51,7 @@ QUANTIZED_NOTE = (
   'dequantizing needs a code-map gather and a per-element block scale; gathers do not vectorize '
   'well. The step runs these over chunks of rows in a loop that writes codes, scales and output '
   "in place, so its temporaries are a chunk's, not the moments' (the training-step table: "
-  "temp and peak per device), at a price in time: a chunk's kernels run on one thread where "
-  'a whole-array kernel uses every core. With the gradients as an argument the updates need a '
+  'temp and peak per device). With the gradients as an argument the updates need a '
   'buffer of their own (XLA cannot write them over an input that no output aliases); with '
   'momentum, a second one between the two chunked loops. The "where the time goes" line times '
   'each part alone against the float32 step. On a GPU, where XLA fuses elementwise loops and '
@@ -64,10 +63,12 @@ QUANTIZED_NOTE = (
   'one step about 80 ms): the codes kernel (it recomputes the new moment, normalizes, looks up '
   'and writes the codes) 24 ms, the code-map gather 11 ms, the output kernel 10 ms, the copy '
   'of the undonated gradient 8 ms, reading the gradient 6 ms, the block absmax 4.5 ms (and '
-  '4 ms to write its input), apply_updates 4 ms; every chunk kernel ran on one thread. Larger '
-  'chunks did not bring a second thread (2**20 elements: 1.3x slower than 2**17), nor did '
-  'XLA_FLAGS '
-  '--xla_cpu_enable_concurrency_optimized_scheduler or --xla_cpu_parallel_codegen_split_count.'
+  '4 ms to write its input), apply_updates 4 ms. Pinned to one core (taskset -c 0) the 8-bit '
+  'step took 1.28x its two-core time and the float32 step 1.33x, so the chunked loop uses the '
+  'second core about as well as the whole-array step does. Larger chunks were slower (2**20 '
+  'elements: 1.3x the time of 2**17), and XLA_FLAGS '
+  '--xla_cpu_enable_concurrency_optimized_scheduler or --xla_cpu_parallel_codegen_split_count '
+  'changed nothing beyond noise.'
 )
 
 # Printed at the end: how to read the figures on XLA:CPU. What this run measures is in the
@@ -85,8 +86,8 @@ READING_NOTES = (
   '+ momentum: 9N of 14N, 64%); against its own XLA traffic it runs at memory speed. Tried and rejected '
   '(jaxlib 0.10.2): the flag --xla_cpu_use_multi_output_fusion (unknown to jaxlib, and a library '
   "cannot set XLA flags for its user's jit); a hand-blocked in-place fori_loop over 16K-256K-"
-  'element chunks (bit-identical and copy-free, but 2-3x slower: each chunk runs on one thread; '
-  "quantized state does use one, where it bounds the step's memory). On a GPU XLA fuses "
+  'element chunks (bit-identical and copy-free, but 2-3x slower; quantized state does use '
+  "one, where it bounds the step's memory). On a GPU XLA fuses "
   'multiple outputs.',
   "* compile time: XLA's compile is most of the total, about one LLVM kernel per output array; "
   'the least program (least/optax) shows how little of it any step that keeps one state array '
