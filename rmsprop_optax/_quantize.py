@@ -762,12 +762,13 @@ def chunk_width(q: QuantizedArray, chunk_elements: int | None = None) -> int | N
   it is one row (:func:`view_shape`) that no reshape divides into rows of
   whole blocks: it is stepped in runs of whole blocks, half of
   ``chunk_elements`` each (a run holds its slabs twice, as read and rotated)
-  but at least two blocks, the last run short.
+  but at least two blocks where the row has two, the last run short.
   """
   if chunk_elements is None:
     chunk_elements = CHUNK_ELEMENTS
   n, b = view_shape(q)[-1], q.block_size
-  if (len(q.shape) > 1 and q.layout != 'flat') or n <= b or n % b == 0:
+  # (A 1-D leaf of whole blocks has a view of rows of one block: n == b.)
+  if (len(q.shape) > 1 and q.layout != 'flat') or n <= b:
     return None
   # Two blocks at least: a run of one block compiles to other fusions, whose
   # rounding differs (which products become fused multiply-adds).
@@ -785,8 +786,9 @@ def map_moments(
 ) -> tuple[jax.Array, list[QuantizedArray]]:
   """``fn(x, *values, *inputs) -> (out, *new values)`` on the float32 values of ``moments``.
 
-  Each chunk of rows (:func:`map_chunks`) is dequantized, stepped by ``fn``
-  and requantized, so no full-size float32 copy of a moment exists;
+  Each chunk of rows (:func:`map_chunks`), or run of whole blocks of a 1-D
+  leaf (:func:`map_column_chunks`), is dequantized, stepped by ``fn`` and
+  requantized, so no full-size float32 copy of a moment exists;
   ``chunked=False`` steps the whole leaf at once. ``out`` has ``x``'s shape
   and dtype; the new moments are stored as ``moments`` are. ``moment_tables``:
   each moment's :func:`lookup_tables`, made by the caller once per step.
@@ -810,7 +812,7 @@ def map_moments(
     # consumer's fusion; 114 -> 86 ms for a 2**24-element plain 8-bit step.
     values = [q.dequantize(t) for q, t in zip(old, moment_tables)]
     out, *new = jax.lax.optimization_barrier(fn(x_c, *values, *inputs_c))
-    if valid is not None:  # the columns past a row's end, as quantize pads them
+    if valid is not None:  # columns outside this run's part: 0, as quantize pads a block
       new = [jnp.where(valid, v, 0) for v in new]
     requantized = [requantize(v, q, t) for v, q, t in zip(new, old, moment_tables)]
     return [out] + [a for q in requantized for a in (q.codes, q.scale)]
@@ -849,11 +851,11 @@ def map_chunks(
   chunk, so no device waits and no collective moves rows between them.
 
   ``carried``: the step's output (written over the gradient), then uint8
-  codes and float32 block scales. XLA recomputes the new moments from the
-  old slabs in each fusion that needs them, so every read of an old slab must
-  come before the write over it, or XLA copies the whole buffer each
-  iteration: the codes are written first, then the output (after the codes:
-  :func:`_after`), then the scales (after the output: :func:`_after_out`).
+  codes and float32 block scales. XLA still recomputes the new moments'
+  arithmetic (from the gathered code values and the old scales) in each
+  fusion that needs them, so every read of an old slab must come before the
+  write over it, or XLA copies the whole buffer each iteration:
+  :func:`_write_in_order` writes the codes, then the output, then the scales.
   Writing the scales with the codes cost two copies of every scale array per
   chunk, 8% of a 2**24-element 8-bit step.
   """
@@ -870,22 +872,14 @@ def map_chunks(
   )
 
   def body(c: jax.Array, state: list[jax.Array]) -> list[jax.Array]:
-    slabs = [jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False) for x in state + read]
-    new = list(fn(*slabs))
-
-    def write(x: jax.Array, s: jax.Array) -> jax.Array:
-      return jax.lax.dynamic_update_index_in_dim(x, s[:, None], c, axis=1)
-
-    def slab(x: jax.Array) -> jax.Array:
+    def slab(i: int, x: jax.Array) -> jax.Array:
       return jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False)
 
-    # The codes, the output, the scales (see above).
-    codes = {i: write(state[i], new[i]) for i in range(1, len(state)) if new[i].dtype == jnp.uint8}
-    out = write(state[0], _after(new[0], [slab(x) for x in codes.values()]))
-    return [out] + [
-      codes[i] if i in codes else write(state[i], _after_out(new[i], slab(out)))
-      for i in range(1, len(state))
-    ]
+    def write(i: int, s: jax.Array) -> jax.Array:
+      return jax.lax.dynamic_update_index_in_dim(state[i], s[:, None], c, axis=1)
+
+    new = list(fn(*[slab(i, x) for i, x in enumerate(state + read)]))
+    return _write_in_order(new, write, slab)
 
   out = jax.lax.fori_loop(0, chunks, body, split)
   return [x.reshape(like.shape) for x, like in zip(out, carried)]
@@ -915,66 +909,79 @@ def map_column_chunks(
   """
   n = carried[0].shape[-1]
   runs = _ceil_div(n, width)
-  count = len(carried)
-
-  def window(x: jax.Array, c: jax.Array, step: int) -> tuple[jax.Array, jax.Array]:
-    """Where run ``c``'s slab of ``x`` starts (clamped to the row) and how far in its part does."""
-    size = width // step
-    start = jnp.minimum(c * size, x.shape[-1] - size)
-    return start, c * size - start
 
   def body(c: jax.Array, state: list[jax.Array]) -> list[jax.Array]:
-    windows = [window(x, c, k) for x, k in zip(state + inputs, steps)]
-    slabs = [
-      jax.lax.dynamic_slice_in_dim(x, start, width // k, axis=-1)
-      for x, k, (start, _) in zip(state + inputs, steps, windows)
-    ]
-    rotated = [jnp.roll(x, -shift, axis=-1) for x, (_, shift) in zip(slabs, windows)]
-    valid = jnp.arange(width) < n - c * width  # this run's columns, in rotated order
-    new = list(fn(*rotated, valid=valid))
-    back = [jnp.roll(x, shift, axis=-1) for x, (_, shift) in zip(new, windows)]
-    kept = [
-      jnp.where(jnp.arange(x.shape[-1]) >= shift, y, x)
-      for x, y, (_, shift) in zip(slabs, back, windows)
-    ]
-
-    def write(i: int, value: jax.Array) -> jax.Array:
-      return jax.lax.dynamic_update_slice_in_dim(state[i], value, windows[i][0], axis=-1)
+    arrays = state + inputs
+    # Where run c's slab of each array starts (clamped to the row), and how far in its part does.
+    sizes = [width // k for k in steps]
+    starts = [jnp.minimum(c * m, x.shape[-1] - m) for x, m in zip(arrays, sizes)]
+    shifts = [c * m - start for m, start in zip(sizes, starts)]
 
     def slab(i: int, x: jax.Array) -> jax.Array:
-      return jax.lax.dynamic_slice_in_dim(x, windows[i][0], width // steps[i], axis=-1)
+      return jax.lax.dynamic_slice_in_dim(x, starts[i], sizes[i], axis=-1)
 
-    # As in map_chunks: the codes, then the first result, then the scales.
-    codes = {i: write(i, kept[i]) for i in range(1, count) if kept[i].dtype == jnp.uint8}
-    out = write(0, _after(kept[0], [slab(i, x) for i, x in codes.items()]))
-    return [out] + [
-      codes[i] if i in codes else write(i, _after_out(kept[i], slab(0, out)))
-      for i in range(1, count)
+    def write(i: int, value: jax.Array) -> jax.Array:
+      return jax.lax.dynamic_update_slice_in_dim(state[i], value, starts[i], axis=-1)
+
+    slabs = [slab(i, x) for i, x in enumerate(arrays)]
+    rotated = [jnp.roll(x, -shift, axis=-1) for x, shift in zip(slabs, shifts)]
+    valid = jnp.arange(width) < n - c * width  # this run's columns, in rotated order
+    new = list(fn(*rotated, valid=valid))
+    back = [jnp.roll(x, shift, axis=-1) for x, shift in zip(new, shifts)]
+    kept = [
+      jnp.where(jnp.arange(x.shape[-1]) >= shift, y, x) for x, y, shift in zip(slabs, back, shifts)
     ]
+    return _write_in_order(kept, write, slab)
 
   return jax.lax.fori_loop(0, runs, body, list(carried))
+
+
+def _write_in_order(new: list[jax.Array], write: Any, slab: Any) -> list[jax.Array]:
+  """One chunk's results written in place: the codes, then the output, then the scales.
+
+  ``new``: the output, then uint8 codes and float32 scales. ``write(i,
+  value)`` writes carried array ``i``'s slab; ``slab(i, x)`` reads it back
+  from ``x``. Each write is made to depend on the one before (:func:`_after`,
+  :func:`_after_out`), because XLA orders fusions only by data dependence
+  (see :func:`map_chunks`).
+  """
+  codes = {i: write(i, x) for i, x in enumerate(new) if x.dtype == jnp.uint8}
+  out = write(0, _after(new[0], [slab(i, x) for i, x in codes.items()]))
+  return [out] + [
+    codes[i] if i in codes else write(i, _after_out(new[i], slab(0, out)))
+    for i in range(1, len(new))
+  ]
 
 
 def _after_out(scale: jax.Array, out: jax.Array) -> jax.Array:
   """``scale`` to the bit, as a value XLA must compute after ``out`` (see :func:`_after`).
 
-  Each block's scale takes a zero XLA cannot fold from its block's first
-  element of ``out``, so that the dependence stays on the device that holds
-  the block, however the rows or the blocks are sharded.
+  Each block's scale takes a zero XLA cannot fold from an element of
+  ``out`` (a sign bit, clamped at 0): the first of every ``ceil(n / blocks)``
+  along the last axis, which is the block's own first element where the
+  blocks divide the axis, so that the dependence stays on the device that
+  holds the block.
   """
   first = out[..., :: _ceil_div(out.shape[-1], scale.shape[-1])]
   zero = jnp.maximum(jax.lax.bitcast_convert_type(first, jnp.int32) >> 31, 0)
-  return jax.lax.bitcast_convert_type(
-    jax.lax.bitcast_convert_type(scale, jnp.int32) | zero, scale.dtype
-  )
+  return _or_bits(scale, zero)
+
+
+def _or_bits(x: jax.Array, zero: jax.Array) -> jax.Array:
+  """``x`` with the int32 ``zero``'s bits OR-ed into its own: ``x`` to the bit, after ``zero``."""
+  int_type = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
+  x_bits = jax.lax.bitcast_convert_type(x, int_type)
+  return jax.lax.bitcast_convert_type(x_bits | zero.astype(int_type), x.dtype)
 
 
 def _after(x: jax.Array, codes_and_scales: list[jax.Array]) -> jax.Array:
   """``x`` to the bit, as a value XLA must compute after ``codes_and_scales``.
 
-  :func:`map_chunks` writes its first result (the step's output) over the
-  slab of the first carry (the gradient) that the other results are computed
-  from. XLA fuses the slab's read into each consumer (the block maxima, the
+  :func:`map_chunks` and :func:`map_column_chunks` write their first result
+  (the step's output) over the slab of the first carry (the gradient) that
+  the other results are computed from; in their loops it follows the
+  written codes (:func:`_write_in_order`), in a one-chunk step the codes and
+  scales. XLA fuses the slab's read into each consumer (the block maxima, the
   codes) and orders two fusions only by data dependence: a read left
   unordered against the in-place write of the same buffer makes it copy the
   whole buffer every iteration (a full-size temporary and a full-size copy
@@ -983,7 +990,6 @@ def _after(x: jax.Array, codes_and_scales: list[jax.Array]) -> jax.Array:
   NaN included, so never negative) and the codes' bits above their eight,
   OR-ed into ``x``'s bits.
   """
-  int_type = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
   zero = jnp.zeros(x.shape, jnp.int32)
   for y in codes_and_scales:
     if y.dtype == jnp.float32:  # block scales, broadcast over the last axis
@@ -995,8 +1001,7 @@ def _after(x: jax.Array, codes_and_scales: list[jax.Array]) -> jax.Array:
       if y.shape[-1] != x.shape[-1]:
         bits = jnp.stack([bits, bits], axis=-1).reshape(x.shape)
     zero = zero | bits
-  x_bits = jax.lax.bitcast_convert_type(x, int_type)
-  return jax.lax.bitcast_convert_type(x_bits | zero.astype(int_type), x.dtype)
+  return _or_bits(x, zero)
 
 
 def _block(n: int, block_size: int) -> int:

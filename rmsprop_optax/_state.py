@@ -163,7 +163,7 @@ def step_leaf(
   """``fn(x, *values, *inputs) -> (out, *new values)`` on one leaf's state, stored back as it was.
 
   Float state is loaded in its arithmetic precision and cast back; quantized
-  state is dequantized, stepped and requantized one chunk of rows at a time
+  state is dequantized, stepped and requantized one chunk at a time
   (:func:`rmsprop_optax._quantize.map_moments`; ``chunked=False``: at once).
   A leaf's moments are all quantized or all float (``init`` decides per param);
   ``tables``: the quantized moments' lookup tables (:func:`state_tables`);
