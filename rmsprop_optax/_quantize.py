@@ -43,9 +43,7 @@ copies; :func:`rmsprop_optax.step_memory` gives the figures for given params.
 A 1-D leaf whose length is not a multiple of ``block_size`` (a flat vector
 such as ``jax.flatten_util.ravel_pytree`` makes) is stepped in contiguous
 runs of whole blocks instead (:func:`map_column_chunks`); sharded over
-devices, its blocks straddle them and XLA gathers it. Two cases hold more.
-``rounding='bitsandbytes'`` steps each leaf
-whole (its agreement with bnb depends on that step's rounding). Under
+devices, its blocks straddle them and XLA gathers it. One case holds more: under
 ``optax.MultiSteps``, which runs the inner step every time and then selects
 between the old and new state, the new codes are held beside the old: one
 byte per element per moment more than the float32-state ``MultiSteps`` step
@@ -781,15 +779,13 @@ def map_moments(
   moments: list[QuantizedArray],
   moment_tables: list[Tables] | None = None,
   *,
-  chunked: bool = True,
   inputs: tuple[jax.Array, ...] = (),
 ) -> tuple[jax.Array, list[QuantizedArray]]:
   """``fn(x, *values, *inputs) -> (out, *new values)`` on the float32 values of ``moments``.
 
   Each chunk of rows (:func:`map_chunks`), or run of whole blocks of a 1-D
   leaf (:func:`map_column_chunks`), is dequantized, stepped by ``fn`` and
-  requantized, so no full-size float32 copy of a moment exists;
-  ``chunked=False`` steps the whole leaf at once. ``out`` has ``x``'s shape
+  requantized, so no full-size float32 copy of a moment exists. ``out`` has ``x``'s shape
   and dtype; the new moments are stored as ``moments`` are. ``moment_tables``:
   each moment's :func:`lookup_tables`, made by the caller once per step.
   ``inputs``: arrays of ``x``'s shape that ``fn`` reads (e.g. the param),
@@ -819,15 +815,20 @@ def map_moments(
 
   carried = [x.reshape(shape)] + [a for v in views for a in (v.codes, v.scale)]
   read = [a.reshape(shape) for a in inputs]
-  width = chunk_width(moments[0]) if chunked else None
+  width = chunk_width(moments[0])
+  chunks = num_chunks(shape)
   if width is not None:
     per_code = 2 if views[0].bits == 4 else 1
     steps = [1] + [d for v in views for d in (per_code, v.block_size)] + [1] * len(read)
     results = map_column_chunks(chunk, width, carried, read, steps)
-  elif chunked:
-    results = map_chunks(chunk, num_chunks(shape), carried, read)
-  else:
+  elif chunks == 1 and is_bitsandbytes(moments[0]):
+    # map_chunks' opaque entry for one chunk moves which product of
+    # bitsandbytes' second moment XLA fuses into an add (see
+    # bitsandbytes_ema_of_squares), and 17 block scales of a 64 x 256 leaf
+    # with it; the loops keep bnb's rounding.
     results = chunk(*carried, *read)
+  else:
+    results = map_chunks(chunk, chunks, carried, read)
   new = [
     from_view(dataclasses.replace(v, codes=c, scale=s), m)
     for v, m, c, s in zip(views, moments, results[1::2], results[2::2])

@@ -252,14 +252,9 @@ def rmsprop(
   # rescaling applies it (the chain keeps the learning rate's own state).
   spec = accumulator_dtype if isinstance(accumulator_dtype, _quantize.Quantized) else None
   lr_into_rescale = has_momentum and lr_in_momentum and spec is not None
-  # Likewise coupled decay's sum before the loop (not in bitsandbytes' rounding
-  # mode, whose parity depends on its unchunked step's fusion).
-  decay_into_rescale = (
-    has_decay
-    and not decoupled_weight_decay
-    and spec is not None
-    and spec.rounding != 'bitsandbytes'
-  )
+  # Likewise coupled decay's sum before the loop. (bitsandbytes adds the decay
+  # with one rounding, torch's fused multiply-add; so does the chunk's fusion.)
+  decay_into_rescale = has_decay and not decoupled_weight_decay and spec is not None
   parts: list[optax.GradientTransformation] = []
   if maximize:
     parts.append(optax.scale(-1.0))

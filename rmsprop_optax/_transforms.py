@@ -334,10 +334,7 @@ def _rescale(
   stepped chunk by chunk (:func:`rmsprop_optax._state.step_leaf`), so the
   step never holds a full-size float32 copy of one.
   """
-  # bitsandbytes' rounding of the second moment depends on which product the
-  # compiler fuses into an add (_quantize.bitsandbytes_ema_of_squares), a
-  # choice checked against bitsandbytes for the whole leaf: this parity mode
-  # keeps the whole-leaf step and its full-size temporaries.
+  # bitsandbytes' rounding of the second moment (its parity mode).
   bnb = _quantize.is_bitsandbytes(nu)
 
   stored = [nu] if mu is None else [nu, mu]
@@ -358,7 +355,7 @@ def _rescale(
     return (out, new_nu) if new_mu is None else (out, new_nu, new_mu)
 
   inputs = () if param is None else (param,)
-  out, new = _state.step_leaf(values, g, stored, tables, chunked=not bnb, inputs=inputs)
+  out, new = _state.step_leaf(values, g, stored, tables, inputs=inputs)
   return out, new[0], None if mu is None else new[1]
 
 

@@ -11,7 +11,14 @@ torch = need('torch')
 bnb = need('bitsandbytes')
 bnb_functional = need('bitsandbytes.functional')
 
-from rmsprop_optax import find_rms_state, presets, quantized, rmsprop  # noqa: E402
+from rmsprop_optax import (  # noqa: E402
+  _quantize,
+  _transforms,
+  find_rms_state,
+  presets,
+  quantized,
+  rmsprop,
+)
 from rmsprop_optax._quantize import code_map  # noqa: E402
 
 # (64, 256): flat blocks are rows; (300, 70): flat blocks straddle rows;
@@ -72,8 +79,31 @@ def test_code_map_is_bitsandbytes_dynamic_map(signed):
   np.testing.assert_array_equal(code_map(8, signed, unsigned_zero=True), expected)
 
 
-def test_rmsprop8bit_codes_absmax_and_trajectory():
+@pytest.mark.parametrize('chunk_elements', [None, 1024], ids=['default_chunks', 'small_chunks'])
+def test_rmsprop8bit_codes_absmax_and_trajectory(chunk_elements, monkeypatch):
+  """Every code and absmax, with each leaf stepped in chunks in place.
+
+  At the default chunk size the quantized leaves are one chunk (64 x 256) or
+  two runs of blocks (the others); with chunks of 1024 elements, 8 chunks of
+  rows and 42 and 10 runs.
+  """
+  if chunk_elements is not None:
+    monkeypatch.setattr(_quantize, 'CHUNK_ELEMENTS', chunk_elements)
+    _transforms._jit_with_constants.cache_clear()  # per-leaf functions traced at the old size
+  layouts = [
+    _quantize.QuantizedArray(None, None, s, 8, 256, True, 'flat', unsigned_zero=True)  # type: ignore[arg-type]
+    for s in SHAPES
+    if np.prod(s) >= 4096  # min_8bit_size: (40, 50) keeps float32 state
+  ]
+  pieces = [
+    _quantize.num_chunks(_quantize.view_shape(q))
+    if _quantize.chunk_width(q) is None
+    else -(-np.prod(q.shape) // _quantize.chunk_width(q))
+    for q in layouts
+  ]
+  assert pieces == ([1, 2, 2] if chunk_elements is None else [8, 42, 10])
   mismatches, errors, topt, tparams = _run(presets.bitsandbytes(_schedule), bnb.optim.RMSprop8bit)
+  _transforms._jit_with_constants.cache_clear()
   # RMSprop8bit's one state uses name2qmap['dynamic'], the signed map.
   qmap = topt.state[tparams[0]]['qmap1'].numpy()
   np.testing.assert_array_equal(qmap, code_map(8, True, unsigned_zero=True))

@@ -232,21 +232,26 @@ def test_one_step_is_rmsprop_on_the_dequantized_state(bits, centered):
     assert np.mean(got == codes) > 0.999, np.mean(got == codes)
 
 
-def test_bitsandbytes_rounding_of_the_second_moment_holds_in_the_compiled_step():
+@pytest.mark.parametrize('weight_decay', [0.0, 0.01])
+def test_bitsandbytes_rounding_of_the_second_moment_holds_in_the_compiled_step(weight_decay):
   """``presets.bitsandbytes`` rounds ``alpha * nu + (1 - alpha) * g**2`` as bnb's CPU kernel does.
 
   bnb: ``alpha * nu`` rounded on its own, then one fused multiply-add
   ``((1 - alpha) * g) * g + that`` (``backends/cpu/ops.py``). Which product XLA
   fuses into the add is the compiler's choice, steered by
   ``_quantize.bitsandbytes_ema_of_squares``; this checks the choice in the
-  compiled step itself, without bitsandbytes installed. The other fusion
-  (``fma(alpha, nu, ((1 - alpha) * g) * g)``, XLA's default) moves hundreds of
-  block scales here, so either rounding fails the other's check.
+  compiled step itself, chunked (the leaf is 8 chunks), without bitsandbytes
+  installed. The other fusion (``fma(alpha, nu, ((1 - alpha) * g) * g)``,
+  XLA's default) moves hundreds of block scales here, so either rounding fails
+  the other's check. Weight decay is added first, ``g.add_(p, alpha=wd)``:
+  torch's vectorised add is one fused multiply-add as well
+  (``aten/src/ATen/native/ufunc/add.h``).
   """
   alpha = 0.99
-  opt = rmsprop_optax.presets.bitsandbytes(1e-3, alpha=alpha)
+  opt = rmsprop_optax.presets.bitsandbytes(1e-3, alpha=alpha, weight_decay=weight_decay)
   rng = np.random.default_rng(0)
   shape = (256, 4096)
+  assert _quantize.num_chunks((shape[0] * shape[1] // 256, 256)) > 1
   params = jnp.asarray(rng.standard_normal(shape), jnp.float32)
   g1, g2 = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
   update = jax.jit(opt.update)
@@ -254,12 +259,15 @@ def test_bitsandbytes_rounding_of_the_second_moment_holds_in_the_compiled_step()
   _, state1 = update(jnp.asarray(g1), state, params)
   _, state2 = update(jnp.asarray(g2), state1, params)
   treedef = jax.tree.structure(params)
-  nu1 = np.asarray(state1[0].nu.leaves(treedef)[0].dequantize())
-  stored = state2[0].nu.leaves(treedef)[0]
+  nu1 = np.asarray(rmsprop_optax.find_rms_state(state1).nu.leaves(treedef)[0].dequantize())
+  stored = rmsprop_optax.find_rms_state(state2).nu.leaves(treedef)[0]
 
+  # A fused multiply-add rounds once: the float64 product of two float32 is exact.
+  p = np.asarray(params)
+  g2_two = g2 + np.float32(weight_decay) * p  # decay added with two roundings
+  g2 = (np.float64(np.float32(weight_decay)) * p.astype(np.float64) + g2).astype(np.float32)
   scaled = np.float32(alpha) * nu1  # rounded to float32
   half = np.float32(1 - alpha) * g2  # rounded to float32
-  # A fused multiply-add rounds once: the float64 product of two float32 is exact.
   bnb_nu = (half.astype(np.float64) * g2 + scaled).astype(np.float32)
   xla_nu = (np.float64(np.float32(alpha)) * nu1 + half * g2).astype(np.float32)
 
@@ -275,6 +283,10 @@ def test_bitsandbytes_rounding_of_the_second_moment_holds_in_the_compiled_step()
   # fifth of the elements, and in hundreds of block scales (929 measured).
   assert np.mean(bnb_nu != xla_nu) > 0.1
   assert mismatches(xla_nu)[1] > 100
+  if weight_decay:
+    half = np.float32(1 - alpha) * g2_two
+    two_nu = (half.astype(np.float64) * g2_two + scaled).astype(np.float32)
+    assert mismatches(two_nu) != [0, 0]  # 7 block scales measured
 
 
 @pytest.mark.parametrize('bits, small', [(8, 3e-4), (4, 3e-2)])

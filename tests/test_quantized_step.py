@@ -301,6 +301,25 @@ def test_quantized_step_temp_is_the_float32_steps_plus_a_chunk(kind, leaves, sha
   assert (q_args + q_temp) / (f32_args + f32_temp) < 0.85
 
 
+@pytest.mark.parametrize(
+  'leaves, shape', [(1, (4096, 4096)), (16, (1024, 1024))], ids=['one_leaf', 'many_leaves']
+)
+@pytest.mark.parametrize('weight_decay', [0.0, 0.01])
+def test_the_bitsandbytes_preset_step_temp_is_its_32_bit_forms_plus_a_chunk(
+  weight_decay, leaves, shape
+):
+  """bnb's 8-bit parity mode is chunked too (with bnb's rounding, checked code for code)."""
+  params = {f'w{i}': jax.ShapeDtypeStruct(shape, jnp.float32) for i in range(leaves)}
+  f32_args, f32_temp = _step_memory(
+    presets.bitsandbytes(1e-3, weight_decay=weight_decay, optim_bits=32), params
+  )
+  q_args, q_temp = _step_memory(presets.bitsandbytes(1e-3, weight_decay=weight_decay), params)
+  state_f32 = leaves * np.prod(shape) * 4
+  # Stepped whole it held 2.0x the float32 state more (3.0x with weight decay).
+  assert q_temp - f32_temp <= CHUNK_TEMP_FRACTION * state_f32, (q_temp / MiB, f32_temp / MiB)
+  assert (q_args + q_temp) / (f32_args + f32_temp) < 0.8
+
+
 @pytest.mark.parametrize('kind', ['plain_8', 'plain_4', 'centered_momentum', 'coupled_decay'])
 def test_a_vector_without_whole_blocks_is_stepped_in_runs(kind):
   """A flat vector (e.g. ``jax.flatten_util.ravel_pytree``'s) of no whole number of blocks."""
