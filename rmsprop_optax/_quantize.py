@@ -36,10 +36,17 @@ requantizes; the update uses the unrounded new moments. Blocks run along the
 last axis, so the codes have the param's shape (8 bits) and shard like it.
 
 The step's memory: each quantized leaf is stepped in chunks of about
-``CHUNK_ELEMENTS`` (rows strided so that rows sharded over devices split
-evenly, with no collective), written in place, so the step holds a few
-float32 chunks beyond what the float32-state step holds, not full-size
-copies; :func:`rmsprop_optax.step_memory` gives the figures for given params.
+``CHUNK_ELEMENTS``, written in place, so the step holds a few float32 chunks
+beyond what the float32-state step holds, not full-size copies;
+:func:`rmsprop_optax.step_memory` gives the figures for given params. The
+chunks cut the leading axes, strided so that an axis sharded over devices
+splits evenly, with no collective: the rows first, then the next axes where
+rows are too few (layers stacked for a ``scan``, a conv kernel's ``(3, 3)``),
+then the last axis's whole blocks (``(8, 2**21)``). The loop writes the
+update over the gradient, in the param's row-major order: a gradient that
+XLA lays out in another order (a batched matmul's, a convolution's kernel
+gradient on CPU) is copied first, one gradient-sized buffer more than the
+float32-state step, which reads it in place.
 A 1-D leaf whose length is not a multiple of ``block_size`` (a flat vector
 such as ``jax.flatten_util.ravel_pytree`` makes) is stepped in contiguous
 runs of whole blocks instead (:func:`map_column_chunks`); sharded over
@@ -687,21 +694,27 @@ class QuantizedTree:
 CHUNK_ELEMENTS = 2**17
 
 
-def view_shape(q: QuantizedArray) -> tuple[int, ...]:
-  """The shape under which ``q``'s blocks run along the last axis, rows first.
+def view_shape(q: QuantizedArray, chunk_elements: int | None = None) -> tuple[int, ...]:
+  """The shape under which ``q``'s blocks run along the last axis, leading axes to chunk first.
 
-  ``last_axis`` leaves of two or more dimensions are their own view. A 1-D
-  leaf (or a ``flat`` one, flattened) whose length is a multiple of the block
-  is ``(blocks, block_size)``: one block per row, so that the rows can be
-  divided among chunks; otherwise it is one row.
+  ``last_axis`` leaves of two or more dimensions are their own view, unless
+  their leading axes cannot divide them into chunks of ``chunk_elements``
+  (:func:`chunk_counts`; a few rows of a long last axis, e.g. ``(8, 2**21)``)
+  and the last axis holds two or more whole blocks: then it is split into
+  ``(blocks, block_size)``, so that its blocks can be chunked as rows are. A
+  1-D leaf (or a ``flat`` one, flattened) whose length is a multiple of the
+  block is ``(blocks, block_size)``; otherwise it is one row.
   """
   shape = q.shape
   if q.layout == 'flat':
     shape = (math.prod(shape),)
+  n, b = shape[-1], q.block_size
+  whole_blocks = n > b and n % b == 0
   if len(shape) > 1:
-    return shape
-  n, b = shape[0], q.block_size
-  return (n // b, b) if n > b and n % b == 0 else (1, n)
+    counts = chunk_counts(shape, chunk_elements)
+    small = math.prod(shape) // math.prod(counts) <= _chunk_elements(chunk_elements)
+    return shape if small or not whole_blocks else shape[:-1] + (n // b, b)
+  return (n // b, b) if whole_blocks else (1, n)
 
 
 def as_view(q: QuantizedArray) -> QuantizedArray:
@@ -728,29 +741,44 @@ def from_view(view: QuantizedArray, like: QuantizedArray) -> QuantizedArray:
   )
 
 
-def num_chunks(shape: tuple[int, ...], chunk_elements: int | None = None) -> int:
-  """How many chunks :func:`map_chunks` divides a view of ``shape`` into: a divisor of its rows.
+def _chunk_elements(chunk_elements: int | None) -> int:
+  return CHUNK_ELEMENTS if chunk_elements is None else chunk_elements
 
-  The fewest chunks of at most ``chunk_elements`` elements, keeping every
-  chunk's row count a multiple of the rows' power-of-two part up to 8, so
-  that rows sharded evenly over up to 8 devices split evenly in every chunk
-  (fewer, larger chunks where the rows allow no better).
+
+def chunk_counts(shape: tuple[int, ...], chunk_elements: int | None = None) -> tuple[int, ...]:
+  """How many chunks :func:`map_chunks` cuts each leading axis of a view of ``shape`` into.
+
+  Axis by axis from the first, each count is the smallest divisor of the
+  axis that brings a chunk to at most ``chunk_elements`` elements (the
+  largest where none does, the next axis then dividing further), keeping the
+  share of every chunk along the axis a multiple of the axis's power-of-two
+  part up to 8: an axis sharded evenly over up to 8 devices splits evenly in
+  every chunk. Trailing counts of 1 are left out (``()``: one chunk).
   """
-  if chunk_elements is None:
-    chunk_elements = CHUNK_ELEMENTS
-  rows = shape[0]
-  size = math.prod(shape)
-  if size <= chunk_elements or rows <= 1:
-    return 1
-  keep = math.gcd(rows, 8)
-  best = 1
-  for c in range(1, rows // keep + 1):
-    if (rows // keep) % c:
-      continue
-    best = c
-    if size // c <= chunk_elements:
+  chunk_elements = _chunk_elements(chunk_elements)
+  per_chunk = math.prod(shape)
+  counts: list[int] = []
+  for d in shape[:-1]:
+    if per_chunk <= chunk_elements:
       break
-  return best
+    keep = math.gcd(d, 8)
+    best = 1
+    for c in range(1, d // keep + 1):
+      if (d // keep) % c:
+        continue
+      best = c
+      if per_chunk // c <= chunk_elements:
+        break
+    counts.append(best)
+    per_chunk //= best
+  while counts and counts[-1] == 1:
+    counts.pop()
+  return tuple(counts)
+
+
+def num_chunks(shape: tuple[int, ...], chunk_elements: int | None = None) -> int:
+  """How many chunks :func:`map_chunks` divides a view of ``shape`` into (:func:`chunk_counts`)."""
+  return math.prod(chunk_counts(shape, chunk_elements))
 
 
 def chunk_width(q: QuantizedArray, chunk_elements: int | None = None) -> int | None:
@@ -816,19 +844,19 @@ def map_moments(
   carried = [x.reshape(shape)] + [a for v in views for a in (v.codes, v.scale)]
   read = [a.reshape(shape) for a in inputs]
   width = chunk_width(moments[0])
-  chunks = num_chunks(shape)
+  counts = chunk_counts(shape)
   if width is not None:
     per_code = 2 if views[0].bits == 4 else 1
     steps = [1] + [d for v in views for d in (per_code, v.block_size)] + [1] * len(read)
     results = map_column_chunks(chunk, width, carried, read, steps)
-  elif chunks == 1 and is_bitsandbytes(moments[0]):
+  elif not counts and is_bitsandbytes(moments[0]):
     # map_chunks' opaque entry for one chunk moves which product of
     # bitsandbytes' second moment XLA fuses into an add (see
     # bitsandbytes_ema_of_squares), and 17 block scales of a 64 x 256 leaf
     # with it; the loops keep bnb's rounding.
     results = chunk(*carried, *read)
   else:
-    results = map_chunks(chunk, chunks, carried, read)
+    results = map_chunks(chunk, counts, carried, read)
   new = [
     from_view(dataclasses.replace(v, codes=c, scale=s), m)
     for v, m, c, s in zip(views, moments, results[1::2], results[2::2])
@@ -837,19 +865,26 @@ def map_moments(
 
 
 def map_chunks(
-  fn: Any, chunks: int, carried: list[jax.Array], inputs: list[jax.Array] | None = None
+  fn: Any,
+  counts: tuple[int, ...],
+  carried: list[jax.Array],
+  inputs: list[jax.Array] | None = None,
 ) -> list[jax.Array]:
-  """``fn(*carried, *inputs)`` computed chunk by chunk of rows, writing ``carried`` in place.
+  """``fn(*carried, *inputs)`` computed chunk by chunk, writing ``carried`` in place.
 
-  ``inputs`` are only read. Every array's first axis is the same ``rows``; chunk ``c`` holds rows
-  ``c, c + chunks, c + 2 chunks, ...`` (the rows as ``(rows // chunks,
-  chunks)``, indexed on the second axis). ``fn`` maps slabs to new slabs of
-  the ``carried`` arrays' shapes and dtypes, row by row independently. The
-  loop writes each result over the slab it read, so XLA updates the carried
-  buffers in place and holds one chunk's temporaries, whatever the leaf's
-  size. Strided rather than contiguous chunks: a first axis sharded in
-  contiguous blocks over devices gives each device an equal share of every
-  chunk, so no device waits and no collective moves rows between them.
+  ``inputs`` are only read. Every array has the same leading axes, and
+  ``counts`` (:func:`chunk_counts`) says how many chunks the first
+  ``len(counts)`` of them are cut into: along an axis of ``d`` entries cut
+  into ``k``, a chunk holds entries ``i, i + k, i + 2 k, ...`` (the axis as
+  ``(d // k, k)``, indexed on the second), and the chunks are every
+  combination of such ``i``. ``fn`` maps slabs to new slabs of the
+  ``carried`` arrays' shapes and dtypes, entry by entry of the leading axes
+  independently. The loop writes each result over the slab it read, so XLA
+  updates the carried buffers in place and holds one chunk's temporaries,
+  whatever the leaf's size. Strided rather than contiguous chunks: an axis
+  sharded in contiguous blocks over devices gives each device an equal share
+  of every chunk, so no device waits and no collective moves entries between
+  them.
 
   ``carried``: the step's output (written over the gradient), then uint8
   codes and float32 block scales. XLA still recomputes the new moments'
@@ -860,29 +895,55 @@ def map_chunks(
   Writing the scales with the codes cost two copies of every scale array per
   chunk, 8% of a 2**24-element 8-bit step.
   """
-  if chunks == 1:
+  if not counts:
     # The first carry enters and leaves opaque, as it does through the loop's
     # buffer below, so that the arithmetic around this leaf's step (the
     # learning rate, the momentum, apply_updates) is rounded alike (no fused
     # multiply-add across it) whether the leaf is one chunk or many.
     new = list(fn(_after(carried[0], carried[1:]), *carried[1:], *(inputs or [])))
     return [_after(new[0], new[1:])] + new[1:]
-  split, read = (
-    [x.reshape((x.shape[0] // chunks, chunks) + x.shape[1:]) for x in arrays]
-    for arrays in (carried, inputs or [])
-  )
+  k = len(counts)
+  leading = carried[0].shape[:k]
+  # Each cut axis as (d // c, c), indexed on the second; an axis cut into
+  # single entries (c == d) or not at all (c == 1) stays one axis, indexed or
+  # whole: a reshape that adds an axis of size 1 before a longer one is not a
+  # bitcast to XLA:CPU, which then copies the whole array into that layout.
+  split_shape = [n for d, c in zip(leading, counts) for n in ((d // c, c) if 1 < c < d else (d,))]
+
+  def split(x: jax.Array) -> jax.Array:
+    return x.reshape(tuple(split_shape) + x.shape[k:])
+
+  carried_split = [split(x) for x in carried]
+  read = [split(x) for x in inputs or []]
 
   def body(c: jax.Array, state: list[jax.Array]) -> list[jax.Array]:
+    # Chunk c's index along each cut axis (the last cut axis varies fastest).
+    index = [(c // math.prod(counts[j + 1 :])) % counts[j] for j in range(k)]
+    zero = jnp.zeros((), index[0].dtype)
+    starts: list[jax.Array] = []
+    sizes: list[int] = []
+    for d, n, i in zip(leading, counts, index):
+      if 1 < n < d:
+        starts += [zero, i]
+        sizes += [d // n, 1]
+      else:
+        starts.append(i if n == d else zero)
+        sizes.append(d // n)
+
     def slab(i: int, x: jax.Array) -> jax.Array:
-      return jax.lax.dynamic_index_in_dim(x, c, axis=1, keepdims=False)
+      rest = list(x.shape[len(sizes) :])
+      part = jax.lax.dynamic_slice(x, starts + [zero] * len(rest), sizes + rest)
+      return part.reshape([d // n for d, n in zip(leading, counts)] + rest)
 
     def write(i: int, s: jax.Array) -> jax.Array:
-      return jax.lax.dynamic_update_index_in_dim(state[i], s[:, None], c, axis=1)
+      x = state[i]
+      rest = list(x.shape[len(sizes) :])
+      return jax.lax.dynamic_update_slice(x, s.reshape(sizes + rest), starts + [zero] * len(rest))
 
     new = list(fn(*[slab(i, x) for i, x in enumerate(state + read)]))
     return _write_in_order(new, write, slab)
 
-  out = jax.lax.fori_loop(0, chunks, body, split)
+  out = jax.lax.fori_loop(0, math.prod(counts), body, carried_split)
   return [x.reshape(like.shape) for x, like in zip(out, carried)]
 
 

@@ -434,18 +434,31 @@ def case_step_memory() -> dict[str, Any]:
   plain and centered with momentum.
 
   One 4096x4096 leaf in an FSDP layout (rows over all 8 devices) and a data x
-  model layout (columns over 'model'); the step computes its gradient from a
-  least-squares loss on a replicated batch. Also counts the collectives in
-  each compiled step: the 8-bit step must add none.
+  model layout (columns over 'model'); 16 layers of (1024, 1024) stacked on a
+  leading axis for a layer ``scan``, the middle axis over all 8 devices; and a
+  few long rows, (8, 2**21), the columns over all 8 (the leading axes alone
+  cannot cut these two into chunks). The step computes its gradient from a
+  least-squares loss on a replicated batch (through the ``scan`` for the
+  stack). Also counts the collectives in each compiled step: the 8-bit step
+  must add none.
   """
   mesh = auto_mesh()
-  x = jax.ShapeDtypeStruct((8, 4096), jnp.float32, sharding=NamedSharding(mesh, P()))
-  loss = lambda p, x: jnp.sum((x @ p['w']) ** 2)
+
+  def loss(p: Any, x: Any) -> Any:
+    if p['w'].ndim == 3:
+      h, _ = jax.lax.scan(lambda h, w: (jnp.tanh(h @ w), None), x, p['w'])
+      return jnp.sum(h**2)
+    return jnp.sum((x @ p['w']) ** 2)
+
   out: dict[str, Any] = {}
-  for layout, spec in (('fsdp', P(AXES, None)), ('dm', P(None, 'model'))):
-    params = {
-      'w': jax.ShapeDtypeStruct((4096, 4096), jnp.float32, sharding=NamedSharding(mesh, spec))
-    }
+  for layout, shape, spec in (
+    ('fsdp', (4096, 4096), P(AXES, None)),
+    ('dm', (4096, 4096), P(None, 'model')),
+    ('stacked', (16, 1024, 1024), P(None, AXES, None)),
+    ('few_rows', (8, 2**21), P(None, AXES)),
+  ):
+    params = {'w': jax.ShapeDtypeStruct(shape, jnp.float32, sharding=NamedSharding(mesh, spec))}
+    x = jax.ShapeDtypeStruct((8, shape[-2]), jnp.float32, sharding=NamedSharding(mesh, P()))
     cm = {'centered': True, 'momentum': 0.9}
     for name, opt in (
       ('float32', rmsprop_optax.rmsprop(1e-3)),

@@ -64,16 +64,21 @@ def test_quantized_state_sharded_like_params_and_equal_to_one_device():
 
 def test_quantized_step_memory_per_device_and_no_new_collective():
   result = run_case('step_memory')
-  for layout, settings in itertools.product(('fsdp', 'dm'), ('', '_cm')):
+  for layout, settings in itertools.product(('fsdp', 'dm', 'stacked', 'few_rows'), ('', '_cm')):
     f32, q8 = result[f'{layout}_float32{settings}'], result[f'{layout}_q8{settings}']
-    # 4096x4096 float32 per moment over the devices that hold a shard of it: 8 (fsdp) or 4 ('model').
-    shards = 8 if layout == 'fsdp' else 4
+    # 2**24 float32 per moment over the devices that hold a shard of it: 4 ('model') or all 8.
+    shards = 4 if layout == 'dm' else 8
     moments = 3 if settings else 1
-    assert f32['state_bytes'] == moments * 4096 * 4096 * 4 // shards + 4
+    assert f32['state_bytes'] == moments * 2**24 * 4 // shards + 4
     # The 8-bit step's temporaries: the float32 step's (the gradient) plus
     # chunk buffers, within 1/16 of the float32 state they replace.
     assert q8['temp_bytes'] - f32['temp_bytes'] <= f32['state_bytes'] / 16, (layout, f32, q8)
-    assert q8['peak_bytes'] < 0.8 * f32['peak_bytes'], (layout, f32, q8)
+    # (The few long rows' loss holds an activation as large as the gradient: 0.81x there.)
+    assert q8['peak_bytes'] < (0.82 if layout == 'few_rows' else 0.8) * f32['peak_bytes'], (
+      layout,
+      f32,
+      q8,
+    )
     assert q8['collectives'] == f32['collectives'], (layout, f32, q8)
 
 
