@@ -46,7 +46,9 @@ then the last axis's whole blocks (``(8, 2**21)``). The loop writes the
 update over the gradient, in the param's row-major order: a gradient that
 XLA lays out in another order (a batched matmul's, a convolution's kernel
 gradient on CPU) is copied first, one gradient-sized buffer more than the
-float32-state step, which reads it in place.
+float32-state step, which reads it in place. XLA steps one leaf at a time,
+so that is one leaf's: a training step through eight (3, 3, 512, 512)
+convolutions held 81 MiB of temporaries with 8-bit state, 87 with float32.
 A 1-D leaf whose length is not a multiple of ``block_size`` (a flat vector
 such as ``jax.flatten_util.ravel_pytree`` makes) is stepped in contiguous
 runs of whole blocks instead (:func:`map_column_chunks`); sharded over

@@ -351,6 +351,39 @@ def test_a_leaf_with_few_rows_is_cut_along_its_next_axes(leaf, kind):
   )
 
 
+@pytest.mark.parametrize('kind', ['plain_8', 'centered_momentum'])
+def test_a_convolutional_networks_kernel_gradients_are_copied_one_at_a_time(kind):
+  """XLA:CPU lays a convolution's kernel gradient out in another order than the kernel's.
+
+  The chunk loop takes it in the kernel's (row-major) order, so each is
+  copied once; the copies do not add up over the layers.
+  """
+  layers = 8
+  params = {f'w{i}': jax.ShapeDtypeStruct((3, 3, 512, 512), jnp.float32) for i in range(layers)}
+  x = jax.ShapeDtypeStruct((2, 16, 16, 512), jnp.float32)
+
+  def loss(p, x):
+    for i in range(layers):
+      y = jax.lax.conv_general_dilated(
+        x, p[f'w{i}'], (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+      )
+      x = jnp.tanh(y)
+    return jnp.sum(x**2)
+
+  kw, spec = MEMORY_KINDS[kind]
+  f32 = rmsprop_optax.step_memory(rmsprop_optax.rmsprop(1e-3, **kw), params, loss, x)
+  q = rmsprop_optax.step_memory(
+    rmsprop_optax.rmsprop(1e-3, accumulator_dtype=spec, **kw), params, loss, x
+  )
+  leaf = 9 * 512 * 512 * 4
+  state_f32 = layers * leaf * (1 + kw.get('centered', False) + ('momentum' in kw))
+  # Measured, 8-bit / float32: 81.0 / 87.0 MiB (plain), 86.0 / 81.0 MiB (centered + momentum).
+  assert q.temp_bytes - f32.temp_bytes <= min(leaf, CHUNK_TEMP_FRACTION * state_f32), (
+    q.temp_bytes / MiB,
+    f32.temp_bytes / MiB,
+  )
+
+
 @pytest.mark.parametrize(
   'leaves, shape', [(1, (4096, 4096)), (16, (1024, 1024))], ids=['one_leaf', 'many_leaves']
 )
