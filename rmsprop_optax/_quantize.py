@@ -813,14 +813,15 @@ def map_moments(
 ) -> tuple[jax.Array, list[QuantizedArray]]:
   """``fn(x, *values, *inputs) -> (out, *new values)`` on the float32 values of ``moments``.
 
-  Each chunk of rows (:func:`map_chunks`), or run of whole blocks of a 1-D
-  leaf (:func:`map_column_chunks`), is dequantized, stepped by ``fn`` and
-  requantized, so no full-size float32 copy of a moment exists. ``out`` has ``x``'s shape
-  and dtype; the new moments are stored as ``moments`` are. ``moment_tables``:
-  each moment's :func:`lookup_tables`, made by the caller once per step.
-  ``inputs``: arrays of ``x``'s shape that ``fn`` reads (e.g. the param),
-  passed chunk by chunk: an elementwise product of one with ``x`` made before
-  the loop would be a full-size buffer of its own.
+  Each chunk of the leading axes (:func:`map_chunks`), or run of whole
+  blocks of a 1-D leaf (:func:`map_column_chunks`), is dequantized, stepped
+  by ``fn`` and requantized, so no full-size float32 copy of a moment exists.
+  ``out`` has ``x``'s shape and dtype; the new moments are stored as
+  ``moments`` are. ``moment_tables``: each moment's :func:`lookup_tables`,
+  made by the caller once per step. ``inputs``: arrays of ``x``'s shape that
+  ``fn`` reads (e.g. the param), passed chunk by chunk: an elementwise
+  product of one with ``x`` made before the loop would be a full-size buffer
+  of its own.
   """
   if moment_tables is None:
     moment_tables = [m.lookup_tables() for m in moments]
