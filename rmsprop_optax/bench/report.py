@@ -49,8 +49,8 @@ QUANTIZED_NOTE = (
   'memory-bound. Each requantized moment needs a block absmax (a reduction, then a second pass '
   'to normalize) and a code lookup (a table indexed by the float bits, then a compare), and '
   'dequantizing needs a code-map gather and a per-element block scale; gathers do not vectorize '
-  'well. The step runs these over chunks of the leading axes in a loop that writes codes, scales and output '
-  "in place, so its temporaries are a chunk's, not the moments' (the training-step table: "
+  'well. The step runs these over chunks of the leading axes in a loop that writes codes, '
+  "scales and output in place, so its temporaries are a chunk's, not the moments' (the training-step table: "
   'temp and peak per device). With the gradients as an argument the updates need a '
   'buffer of their own (XLA cannot write them over an input that no output aliases); with '
   'momentum, a second one between the two chunked loops. The "where the time goes" line times '
