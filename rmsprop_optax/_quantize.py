@@ -47,12 +47,23 @@ update over the gradient, in the param's row-major order: a gradient that
 XLA lays out in another order (a batched matmul's, a convolution's kernel
 gradient on CPU) is copied first, one gradient-sized buffer more than the
 float32-state step, which reads it in place. XLA steps one leaf at a time,
-so that is one leaf's: a training step through eight (3, 3, 512, 512)
-convolutions held 81 MiB of temporaries with 8-bit state, 87 with float32.
+so that is one leaf's, not the model's: a training step through eight
+(3, 3, 512, 512) convolutions held 86 MiB of temporaries with 8-bit
+centered + momentum state against 81 MiB with float32 state (plain: 81
+against 87).
 A 1-D leaf whose length is not a multiple of ``block_size`` (a flat vector
 such as ``jax.flatten_util.ravel_pytree`` makes) is stepped in contiguous
 runs of whole blocks instead (:func:`map_column_chunks`); sharded over
-devices, its blocks straddle them and XLA gathers it. One case holds more: under
+devices, its blocks straddle them and XLA gathers it. Four cases hold more.
+With ``rounding='bitsandbytes'`` and settings bitsandbytes' RMSprop lacks
+(momentum, centering, bias correction) each leaf is stepped whole: that
+rounding of the second moment depends on how XLA fuses the step
+(:func:`bitsandbytes_ema_of_squares`), and with momentum, centering and
+coupled decay together a chunk's fusion rounded it otherwise. A leaf of two or more dimensions whose leading axes cannot be cut into
+chunks and whose last axis is not a whole number of blocks, e.g.
+``(2, 2**21 + 100)``, is one chunk; and an axis of 2, 4 or 8 is never cut (a
+chunk keeps each device's share of an axis sharded over up to 8), so
+``(8, 8, 64, 4096)`` is cut into chunks of 2**20 elements. Under
 ``optax.MultiSteps``, which runs the inner step every time and then selects
 between the old and new state, the new codes are held beside the old: one
 byte per element per moment more than the float32-state ``MultiSteps`` step
@@ -694,6 +705,8 @@ class QuantizedTree:
 # for a plain 8-bit step). On a 2-core CPU, a 2**24-element plain 8-bit step
 # took 105 / 83 / 81 / 101 ms at 2**16 / 17 / 18 / 19 (one process, median of 5).
 CHUNK_ELEMENTS = 2**17
+# A chunk size no leaf reaches: the whole leaf as one chunk.
+_WHOLE = 2**62
 
 
 def view_shape(q: QuantizedArray, chunk_elements: int | None = None) -> tuple[int, ...]:
@@ -702,8 +715,9 @@ def view_shape(q: QuantizedArray, chunk_elements: int | None = None) -> tuple[in
   ``last_axis`` leaves of two or more dimensions are their own view, unless
   their leading axes cannot divide them into chunks of ``chunk_elements``
   (:func:`chunk_counts`; a few rows of a long last axis, e.g. ``(8, 2**21)``)
-  and the last axis holds two or more whole blocks: then it is split into
-  ``(blocks, block_size)``, so that its blocks can be chunked as rows are. A
+  and the last axis is two or more blocks exactly: then it is split into
+  ``(blocks, block_size)`` where that cuts it finer, so that its blocks can
+  be chunked as rows are. A
   1-D leaf (or a ``flat`` one, flattened) whose length is a multiple of the
   block is ``(blocks, block_size)``; otherwise it is one row.
   """
@@ -713,15 +727,19 @@ def view_shape(q: QuantizedArray, chunk_elements: int | None = None) -> tuple[in
   n, b = shape[-1], q.block_size
   whole_blocks = n > b and n % b == 0
   if len(shape) > 1:
-    counts = chunk_counts(shape, chunk_elements)
-    small = math.prod(shape) // math.prod(counts) <= _chunk_elements(chunk_elements)
-    return shape if small or not whole_blocks else shape[:-1] + (n // b, b)
+    per_chunk = math.prod(shape) // num_chunks(shape, chunk_elements)
+    if per_chunk <= _chunk_elements(chunk_elements) or not whole_blocks:
+      return shape
+    split = shape[:-1] + (n // b, b)
+    # Only where that cuts finer: another view of one chunk compiles to other
+    # fusions, whose rounding can differ from the leaf's own view's.
+    return split if math.prod(split) // num_chunks(split, chunk_elements) < per_chunk else shape
   return (n // b, b) if whole_blocks else (1, n)
 
 
-def as_view(q: QuantizedArray) -> QuantizedArray:
+def as_view(q: QuantizedArray, chunk_elements: int | None = None) -> QuantizedArray:
   """``q`` with its codes and scales reshaped to :func:`view_shape` (``last_axis`` layout)."""
-  shape = view_shape(q)
+  shape = view_shape(q, chunk_elements)
   n = shape[-1]
   codes_shape = shape[:-1] + (n // 2 if q.bits == 4 else n,)
   scale_shape = shape[:-1] + (_ceil_div(n, _block(n, q.block_size)),)
@@ -794,7 +812,7 @@ def chunk_width(q: QuantizedArray, chunk_elements: int | None = None) -> int | N
   """
   if chunk_elements is None:
     chunk_elements = CHUNK_ELEMENTS
-  n, b = view_shape(q)[-1], q.block_size
+  n, b = view_shape(q, chunk_elements)[-1], q.block_size
   # (A 1-D leaf of whole blocks has a view of rows of one block: n == b.)
   if (len(q.shape) > 1 and q.layout != 'flat') or n <= b:
     return None
@@ -809,24 +827,28 @@ def map_moments(
   moments: list[QuantizedArray],
   moment_tables: list[Tables] | None = None,
   *,
+  chunked: bool = True,
   inputs: tuple[jax.Array, ...] = (),
+  opaque_entry: bool = True,
 ) -> tuple[jax.Array, list[QuantizedArray]]:
   """``fn(x, *values, *inputs) -> (out, *new values)`` on the float32 values of ``moments``.
 
   Each chunk of the leading axes (:func:`map_chunks`), or run of whole
   blocks of a 1-D leaf (:func:`map_column_chunks`), is dequantized, stepped
-  by ``fn`` and requantized, so no full-size float32 copy of a moment exists.
-  ``out`` has ``x``'s shape and dtype; the new moments are stored as
+  by ``fn`` and requantized, so no full-size float32 copy of a moment exists;
+  ``chunked=False`` steps the whole leaf at once. ``out`` has ``x``'s shape and dtype; the new moments are stored as
   ``moments`` are. ``moment_tables``: each moment's :func:`lookup_tables`,
   made by the caller once per step. ``inputs``: arrays of ``x``'s shape that
   ``fn`` reads (e.g. the param), passed chunk by chunk: an elementwise
   product of one with ``x`` made before the loop would be a full-size buffer
-  of its own.
+  of its own. ``opaque_entry``: see :func:`map_chunks`.
   """
   if moment_tables is None:
     moment_tables = [m.lookup_tables() for m in moments]
-  views = [as_view(m) for m in moments]
-  shape = view_shape(moments[0])
+  # Stepped whole, a leaf keeps its own view (one chunk of any size).
+  chunk_elements = None if chunked else _WHOLE
+  views = [as_view(m, chunk_elements) for m in moments]
+  shape = view_shape(moments[0], chunk_elements)
 
   def chunk(x_c: jax.Array, *rest: jax.Array, valid: jax.Array | None = None) -> list[jax.Array]:
     stored, inputs_c = rest[: 2 * len(views)], rest[2 * len(views) :]
@@ -846,20 +868,16 @@ def map_moments(
 
   carried = [x.reshape(shape)] + [a for v in views for a in (v.codes, v.scale)]
   read = [a.reshape(shape) for a in inputs]
-  width = chunk_width(moments[0])
-  counts = chunk_counts(shape)
-  if width is not None:
+  width = chunk_width(moments[0]) if chunked else None
+  counts = chunk_counts(shape, chunk_elements)
+  if not chunked:
+    results = chunk(*carried, *read)
+  elif width is not None:
     per_code = 2 if views[0].bits == 4 else 1
     steps = [1] + [d for v in views for d in (per_code, v.block_size)] + [1] * len(read)
     results = map_column_chunks(chunk, width, carried, read, steps)
-  elif not counts and is_bitsandbytes(moments[0]):
-    # map_chunks' opaque entry for one chunk moves which product of
-    # bitsandbytes' second moment XLA fuses into an add (see
-    # bitsandbytes_ema_of_squares), and 17 block scales of a 64 x 256 leaf
-    # with it; the loops keep bnb's rounding.
-    results = chunk(*carried, *read)
   else:
-    results = map_chunks(chunk, counts, carried, read)
+    results = map_chunks(chunk, counts, carried, read, opaque_entry=opaque_entry)
   new = [
     from_view(dataclasses.replace(v, codes=c, scale=s), m)
     for v, m, c, s in zip(views, moments, results[1::2], results[2::2])
@@ -872,6 +890,8 @@ def map_chunks(
   counts: tuple[int, ...],
   carried: list[jax.Array],
   inputs: list[jax.Array] | None = None,
+  *,
+  opaque_entry: bool = True,
 ) -> list[jax.Array]:
   """``fn(*carried, *inputs)`` computed chunk by chunk, writing ``carried`` in place.
 
@@ -903,7 +923,12 @@ def map_chunks(
     # buffer below, so that the arithmetic around this leaf's step (the
     # learning rate, the momentum, apply_updates) is rounded alike (no fused
     # multiply-add across it) whether the leaf is one chunk or many.
-    new = list(fn(_after(carried[0], carried[1:]), *carried[1:], *(inputs or [])))
+    # ``opaque_entry=False`` takes the first carry as it is: bitsandbytes'
+    # second moment, whose rounding is bnb's with the gradient as it is (an
+    # opaque entry moved 17 block scales of a 64 x 256 leaf).
+    # The loops keep bnb's rounding.
+    first = _after(carried[0], carried[1:]) if opaque_entry else carried[0]
+    new = list(fn(first, *carried[1:], *(inputs or [])))
     return [_after(new[0], new[1:])] + new[1:]
   k = len(counts)
   leading = carried[0].shape[:k]

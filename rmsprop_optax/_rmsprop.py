@@ -29,6 +29,7 @@ def _momentum(
   momentum: optax.ScalarOrSchedule,
   nesterov: bool,
   accumulator_dtype: _state.AccumulatorDtype,
+  chunked: bool = True,
 ) -> optax.GradientTransformation:
   """``optax.trace`` with a schedulable coefficient and a buffer that follows the policy.
 
@@ -37,9 +38,12 @@ def _momentum(
   (``b = momentum * b + u``; Nesterov ``u + momentum * b``); the buffer is cast
   back to its dtype after each step so it never drifts. A scheduled
   coefficient needs its own step count (:class:`ScheduledTraceState`).
+  ``chunked=False``: a quantized buffer is stepped whole.
   """
   scheduled = callable(momentum)
-  trace_leaf = _transforms._trace_once_per_shape(_trace_leaf_impl, nesterov=nesterov)
+  trace_leaf = _transforms._trace_once_per_shape(
+    _trace_leaf_impl, nesterov=nesterov, chunked=chunked
+  )
 
   def init_fn(params: optax.Params) -> optax.TraceState | ScheduledTraceState:
     trace = _state.init_state(params, 0.0, accumulator_dtype, real=False)
@@ -83,10 +87,11 @@ def _trace_leaf_impl(
   tables: list[_quantize.Tables] | None,
   *,
   nesterov: bool,
+  chunked: bool,
 ) -> tuple[jax.Array, _state.StateLeaf]:
   """One leaf of the momentum buffer: ``(out, new stored buffer)``, chunk by chunk if quantized."""
   out, (new,) = _state.step_leaf(
-    lambda u, b: _trace_values(u, b, beta, nesterov), u, [stored], tables
+    lambda u, b: _trace_values(u, b, beta, nesterov), u, [stored], tables, chunked=chunked
   )
   return out, new
 
@@ -255,6 +260,13 @@ def rmsprop(
   # Likewise coupled decay's sum before the loop. (bitsandbytes adds the decay
   # with one rounding, torch's fused multiply-add; so does the chunk's fusion.)
   decay_into_rescale = has_decay and not decoupled_weight_decay and spec is not None
+  # bitsandbytes' rounding of the second moment depends on how XLA fuses its
+  # step (_quantize.bitsandbytes_ema_of_squares). Where bnb has the settings
+  # (its RMSprop: no momentum, not centered, no bias correction) chunked and
+  # whole steps agree with bnb and each other; with momentum, centering and
+  # coupled decay together a chunk's fusion rounded it otherwise, so beyond
+  # bnb's settings the leaf is stepped whole.
+  chunk_bitsandbytes = not (has_momentum or centered or bias_correction)
   parts: list[optax.GradientTransformation] = []
   if maximize:
     parts.append(optax.scale(-1.0))
@@ -276,11 +288,13 @@ def rmsprop(
       learning_rate=learning_rate if lr_into_rescale else None,
       weight_decay=weight_decay if decay_into_rescale else None,
       weight_decay_mask=weight_decay_mask if decay_into_rescale else None,
+      chunk_bitsandbytes=chunk_bitsandbytes,
     )
   )
   lr = optax.scale_by_learning_rate(learning_rate, flip_sign=False)
   if has_momentum:
-    trace = _momentum(momentum, nesterov, accumulator_dtype)
+    bnb = spec is not None and spec.rounding == 'bitsandbytes'
+    trace = _momentum(momentum, nesterov, accumulator_dtype, chunked=not bnb)
     if lr_into_rescale:
       lr = _state_only(lr)
     parts += [lr, trace] if lr_in_momentum else [trace, lr]

@@ -157,21 +157,26 @@ def step_leaf(
   stored: list[StateLeaf],
   tables: list[_quantize.Tables] | None = None,
   *,
+  chunked: bool = True,
   inputs: tuple[jax.Array, ...] = (),
+  opaque_entry: bool = True,
 ) -> tuple[jax.Array, list[StateLeaf]]:
   """``fn(x, *values, *inputs) -> (out, *new values)`` on one leaf's state, stored back as it was.
 
   Float state is loaded in its arithmetic precision and cast back; quantized
   state is dequantized, stepped and requantized one chunk at a time
-  (:func:`rmsprop_optax._quantize.map_moments`).
+  (:func:`rmsprop_optax._quantize.map_moments`; ``chunked=False``: at once).
   A leaf's moments are all quantized or all float (``init`` decides per param);
   ``tables``: the quantized moments' lookup tables (:func:`state_tables`);
-  ``inputs``: arrays of ``x``'s shape that ``fn`` only reads (chunk by chunk).
+  ``inputs``: arrays of ``x``'s shape that ``fn`` only reads (chunk by chunk);
+  ``opaque_entry``: see :func:`rmsprop_optax._quantize.map_chunks`.
   """
   quantized = [s for s in stored if isinstance(s, _quantize.QuantizedArray)]
   if quantized:
     assert len(quantized) == len(stored)
-    out, new_codes = _quantize.map_moments(fn, x, quantized, tables, inputs=inputs)
+    out, new_codes = _quantize.map_moments(
+      fn, x, quantized, tables, chunked=chunked, inputs=inputs, opaque_entry=opaque_entry
+    )
     return out, [*new_codes]
   out, *new = fn(x, *[load(s) for s in stored], *inputs)
   return out, [store(v, s) for v, s in zip(new, stored)]

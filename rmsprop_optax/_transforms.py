@@ -210,8 +210,12 @@ def _scale_by_rms(
   learning_rate: optax.ScalarOrSchedule | None = None,
   weight_decay: optax.ScalarOrSchedule | None = None,
   weight_decay_mask: Any = None,
+  chunk_bitsandbytes: bool = True,
 ) -> optax.GradientTransformation:
   """Both transformations. ``check_gradients=False`` when the caller checked them.
+
+  ``chunk_bitsandbytes=False``: quantized moments with bitsandbytes' rounding
+  are stepped whole, not in chunks (see :func:`rmsprop_optax.rmsprop`).
 
   ``weight_decay`` (and ``weight_decay_mask``, as ``optax.add_decayed_weights``
   takes them): add ``weight_decay * param`` to the gradient inside each leaf's
@@ -232,6 +236,7 @@ def _scale_by_rms(
     mean_decay = decay
   rescale = _trace_once_per_shape(
     _rescale,
+    chunk_bitsandbytes=chunk_bitsandbytes,
     eps_in_sqrt=eps_in_sqrt,
     zero_guard=_needs_zero_guard(eps),
     # With zero initial moments, the bias-corrected variance at t = 1 is 0.
@@ -322,6 +327,8 @@ def _rescale(
   tables: list[_quantize.Tables] | None,
   param: jax.Array | None,
   weight_decay: Hyperparameter | None,
+  *,
+  chunk_bitsandbytes: bool,
   **options: bool,
 ) -> tuple[jax.Array, StateLeaf, StateLeaf | None]:
   """One leaf: ``(out, new nu, new mu)``; ``t`` is the count when bias-correcting, else None.
@@ -355,7 +362,15 @@ def _rescale(
     return (out, new_nu) if new_mu is None else (out, new_nu, new_mu)
 
   inputs = () if param is None else (param,)
-  out, new = _state.step_leaf(values, g, stored, tables, inputs=inputs)
+  out, new = _state.step_leaf(
+    values,
+    g,
+    stored,
+    tables,
+    chunked=chunk_bitsandbytes or not bnb,
+    inputs=inputs,
+    opaque_entry=not bnb,
+  )
   return out, new[0], None if mu is None else new[1]
 
 

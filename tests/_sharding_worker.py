@@ -34,6 +34,7 @@ import _optimizer_zoo as zoo  # noqa: E402
 from _harness import max_rel_error  # noqa: E402
 
 import rmsprop_optax  # noqa: E402
+from rmsprop_optax import _quantize, _transforms  # noqa: E402
 
 # 20 sharded steps vs the same 20 steps on one device, float32, relative to
 # the largest element of each leaf (_harness.max_rel_error): the same
@@ -238,15 +239,39 @@ def case_quantized() -> dict[str, Any]:
   block: every one of them takes the param's PartitionSpec. Twenty jitted
   steps on sharded params give the same codes as on one device (the blockwise
   maximum never crosses a shard here) and the same params within SHARDED_RTOL.
+  Chunks of 1024 elements, so that every quantized leaf is stepped in a loop:
+  rows (``dm_w``, ``fsdp_w``), a stack of layers cut along its sharded middle
+  axis (``stack_w``) and two long rows cut along their sharded blocks
+  (``rows_w``).
   """
   mesh = auto_mesh()
-  specs = {'dm_w': P(None, 'model'), 'fsdp_w': P(AXES, None), 'small_b': P()}
-  keys = jax.random.split(jax.random.key(7), 3)
+  specs = {
+    'dm_w': P(None, 'model'),
+    'fsdp_w': P(AXES, None),
+    'stack_w': P(None, AXES, None),
+    'rows_w': P(None, AXES),
+    'small_b': P(),
+  }
+  keys = jax.random.split(jax.random.key(7), 5)
   params0 = {
     'dm_w': jax.random.normal(keys[0], (64, 512)) / 8,
     'fsdp_w': jax.random.normal(keys[1], (64, 512)) / 8,
+    'stack_w': jax.random.normal(keys[3], (4, 128, 256)) / 8,
+    'rows_w': jax.random.normal(keys[4], (2, 16384)) / 8,
     'small_b': jnp.zeros(16),
   }
+  default_chunk = _quantize.CHUNK_ELEMENTS
+  _quantize.CHUNK_ELEMENTS = 1024
+  _transforms._jit_with_constants.cache_clear()
+  views = {
+    name: _quantize.view_shape(
+      _quantize.QuantizedArray(None, None, params0[name].shape, 8, 64, False, unsigned_zero=False)  # type: ignore[arg-type]
+    )
+    for name in ('stack_w', 'rows_w')
+  }
+  assert views == {'stack_w': (4, 128, 256), 'rows_w': (2, 256, 64)}, views
+  assert _quantize.chunk_counts(views['stack_w']) == (1, 16)
+  assert _quantize.chunk_counts(views['rows_w']) == (1, 32)
   grads_seq = [
     jax.tree.map(lambda p, i=i: jax.random.normal(jax.random.fold_in(keys[2], i), p.shape), params0)
     for i in range(STEPS)
@@ -272,7 +297,7 @@ def case_quantized() -> dict[str, Any]:
       for path, tree in jax.tree_util.tree_flatten_with_path(s, is_leaf=is_tree)[0]:
         if not is_tree(tree):
           continue
-        for name in ('dm_w', 'fsdp_w'):
+        for name in ('dm_w', 'fsdp_w', 'stack_w', 'rows_w'):
           want = NamedSharding(mesh, specs[name])
           for part in (tree.codes[name], tree.scale[name]):
             assert want.is_equivalent_to(part.sharding, part.ndim), (
@@ -280,7 +305,7 @@ def case_quantized() -> dict[str, Any]:
               f'{part.sharding}, its param {p[name].sharding}'
             )
           checked += 1
-    assert checked == 2 * 3 * 2, checked  # (dm_w, fsdp_w) x (nu, mu, trace) x 2 stages
+    assert checked == 4 * 3 * 2, checked  # 4 leaves x (nu, mu, trace) x 2 stages
     codes = [x for x in jax.tree.leaves(s) if x.dtype == jnp.uint8]
     ref_codes = [x for x in jax.tree.leaves(ref_s) if x.dtype == jnp.uint8]
     equal = sum(int(np.sum(np.asarray(a) == np.asarray(b))) for a, b in zip(codes, ref_codes))
@@ -288,6 +313,8 @@ def case_quantized() -> dict[str, Any]:
     err = _max_rel_err(p, ref_p)
     assert err <= SHARDED_RTOL, f'{bits}-bit: params relative error {err:.3g} > {SHARDED_RTOL}'
     out[f'q{bits}'] = {'codes_equal': equal, 'codes_total': total, 'params_rel_err': err}
+  _quantize.CHUNK_ELEMENTS = default_chunk
+  _transforms._jit_with_constants.cache_clear()
   return out
 
 

@@ -89,7 +89,7 @@ def test_rmsprop8bit_codes_absmax_and_trajectory(chunk_elements, monkeypatch):
   """
   if chunk_elements is not None:
     monkeypatch.setattr(_quantize, 'CHUNK_ELEMENTS', chunk_elements)
-    _transforms._jit_with_constants.cache_clear()  # per-leaf functions traced at the old size
+  _transforms._jit_with_constants.cache_clear()  # per-leaf functions traced at another size
   layouts = [
     _quantize.QuantizedArray(None, None, s, 8, 256, True, 'flat', unsigned_zero=True)  # type: ignore[arg-type]
     for s in SHAPES
@@ -102,8 +102,10 @@ def test_rmsprop8bit_codes_absmax_and_trajectory(chunk_elements, monkeypatch):
     for q in layouts
   ]
   assert pieces == ([1, 2, 2] if chunk_elements is None else [8, 42, 10])
-  mismatches, errors, topt, tparams = _run(presets.bitsandbytes(_schedule), bnb.optim.RMSprop8bit)
-  _transforms._jit_with_constants.cache_clear()
+  try:
+    mismatches, errors, topt, tparams = _run(presets.bitsandbytes(_schedule), bnb.optim.RMSprop8bit)
+  finally:
+    _transforms._jit_with_constants.cache_clear()
   # RMSprop8bit's one state uses name2qmap['dynamic'], the signed map.
   qmap = topt.state[tparams[0]]['qmap1'].numpy()
   np.testing.assert_array_equal(qmap, code_map(8, True, unsigned_zero=True))

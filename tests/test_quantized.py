@@ -251,7 +251,7 @@ def test_bitsandbytes_rounding_of_the_second_moment_holds_in_the_compiled_step(w
   opt = rmsprop_optax.presets.bitsandbytes(1e-3, alpha=alpha, weight_decay=weight_decay)
   rng = np.random.default_rng(0)
   shape = (256, 4096)
-  assert _quantize.num_chunks((shape[0] * shape[1] // 256, 256)) > 1
+  assert _quantize.num_chunks((shape[0] * shape[1] // 256, 256)) == 8
   params = jnp.asarray(rng.standard_normal(shape), jnp.float32)
   g1, g2 = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
   update = jax.jit(opt.update)
@@ -286,7 +286,7 @@ def test_bitsandbytes_rounding_of_the_second_moment_holds_in_the_compiled_step(w
   if weight_decay:
     half = np.float32(1 - alpha) * g2_two
     two_nu = (half.astype(np.float64) * g2_two + scaled).astype(np.float32)
-    assert mismatches(two_nu) != [0, 0]  # 7 block scales measured
+    assert mismatches(two_nu)[1] > 0  # 7 block scales measured
 
 
 @pytest.mark.parametrize('bits, small', [(8, 3e-4), (4, 3e-2)])
