@@ -215,7 +215,8 @@ def _scale_by_rms(
   """Both transformations. ``check_gradients=False`` when the caller checked them.
 
   ``chunk_bitsandbytes=False``: quantized moments with bitsandbytes' rounding
-  are stepped whole, not in chunks (see :func:`rmsprop_optax.rmsprop`).
+  are stepped whole, not in chunks (see the :mod:`rmsprop_optax._quantize`
+  docstring).
 
   ``weight_decay`` (and ``weight_decay_mask``, as ``optax.add_decayed_weights``
   takes them): add ``weight_decay * param`` to the gradient inside each leaf's
