@@ -59,8 +59,9 @@ With ``rounding='bitsandbytes'`` and settings bitsandbytes' RMSprop lacks
 (momentum, centering, bias correction) each leaf is stepped whole: that
 rounding of the second moment depends on how XLA fuses the step
 (:func:`bitsandbytes_ema_of_squares`), and with momentum, centering and
-coupled decay together a chunk's fusion rounded it otherwise. A leaf of two or more dimensions whose leading axes cannot be cut into
-chunks and whose last axis is not a whole number of blocks, e.g.
+coupled decay together a chunk's fusion rounded it otherwise. A leaf of two
+or more dimensions whose leading axes cannot be cut into chunks and whose
+last axis is not a whole number of blocks, e.g.
 ``(2, 2**21 + 100)``, is one chunk; and an axis of 2, 4 or 8 is never cut (a
 chunk keeps each device's share of an axis sharded over up to 8), so
 ``(8, 8, 64, 4096)`` is cut into chunks of 2**20 elements. Under
@@ -717,9 +718,9 @@ def view_shape(q: QuantizedArray, chunk_elements: int | None = None) -> tuple[in
   (:func:`chunk_counts`; a few rows of a long last axis, e.g. ``(8, 2**21)``)
   and the last axis is two or more blocks exactly: then it is split into
   ``(blocks, block_size)`` where that cuts it finer, so that its blocks can
-  be chunked as rows are. A
-  1-D leaf (or a ``flat`` one, flattened) whose length is a multiple of the
-  block is ``(blocks, block_size)``; otherwise it is one row.
+  be chunked as rows are. A 1-D leaf (or a ``flat`` one, flattened) whose
+  length is a multiple of the block is ``(blocks, block_size)``; otherwise it
+  is one row.
   """
   shape = q.shape
   if q.layout == 'flat':
@@ -810,8 +811,7 @@ def chunk_width(q: QuantizedArray, chunk_elements: int | None = None) -> int | N
   ``chunk_elements`` each (a run holds its slabs twice, as read and rotated)
   but at least two blocks where the row has two, the last run short.
   """
-  if chunk_elements is None:
-    chunk_elements = CHUNK_ELEMENTS
+  chunk_elements = _chunk_elements(chunk_elements)
   n, b = view_shape(q, chunk_elements)[-1], q.block_size
   # (A 1-D leaf of whole blocks has a view of rows of one block: n == b.)
   if (len(q.shape) > 1 and q.layout != 'flat') or n <= b:
@@ -829,19 +829,18 @@ def map_moments(
   *,
   chunked: bool = True,
   inputs: tuple[jax.Array, ...] = (),
-  opaque_entry: bool = True,
 ) -> tuple[jax.Array, list[QuantizedArray]]:
   """``fn(x, *values, *inputs) -> (out, *new values)`` on the float32 values of ``moments``.
 
   Each chunk of the leading axes (:func:`map_chunks`), or run of whole
   blocks of a 1-D leaf (:func:`map_column_chunks`), is dequantized, stepped
   by ``fn`` and requantized, so no full-size float32 copy of a moment exists;
-  ``chunked=False`` steps the whole leaf at once. ``out`` has ``x``'s shape and dtype; the new moments are stored as
-  ``moments`` are. ``moment_tables``: each moment's :func:`lookup_tables`,
-  made by the caller once per step. ``inputs``: arrays of ``x``'s shape that
-  ``fn`` reads (e.g. the param), passed chunk by chunk: an elementwise
-  product of one with ``x`` made before the loop would be a full-size buffer
-  of its own. ``opaque_entry``: see :func:`map_chunks`.
+  ``chunked=False`` steps the whole leaf at once. ``out`` has ``x``'s shape
+  and dtype; the new moments are stored as ``moments`` are.
+  ``moment_tables``: each moment's :func:`lookup_tables`, made by the caller
+  once per step. ``inputs``: arrays of ``x``'s shape that ``fn`` reads (e.g.
+  the param), passed chunk by chunk: an elementwise product of one with ``x``
+  made before the loop would be a full-size buffer of its own.
   """
   if moment_tables is None:
     moment_tables = [m.lookup_tables() for m in moments]
@@ -877,6 +876,9 @@ def map_moments(
     steps = [1] + [d for v in views for d in (per_code, v.block_size)] + [1] * len(read)
     results = map_column_chunks(chunk, width, carried, read, steps)
   else:
+    # A one-chunk step with bnb's rounding takes the gradient as it is (see
+    # map_chunks; rmsprop_optax.rmsprop steps bnb-rounded momentum whole).
+    opaque_entry = not is_bitsandbytes(moments[0])
     results = map_chunks(chunk, counts, carried, read, opaque_entry=opaque_entry)
   new = [
     from_view(dataclasses.replace(v, codes=c, scale=s), m)

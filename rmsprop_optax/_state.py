@@ -159,7 +159,6 @@ def step_leaf(
   *,
   chunked: bool = True,
   inputs: tuple[jax.Array, ...] = (),
-  opaque_entry: bool = True,
 ) -> tuple[jax.Array, list[StateLeaf]]:
   """``fn(x, *values, *inputs) -> (out, *new values)`` on one leaf's state, stored back as it was.
 
@@ -168,15 +167,12 @@ def step_leaf(
   (:func:`rmsprop_optax._quantize.map_moments`; ``chunked=False``: at once).
   A leaf's moments are all quantized or all float (``init`` decides per param);
   ``tables``: the quantized moments' lookup tables (:func:`state_tables`);
-  ``inputs``: arrays of ``x``'s shape that ``fn`` only reads (chunk by chunk);
-  ``opaque_entry``: see :func:`rmsprop_optax._quantize.map_chunks`.
+  ``inputs``: arrays of ``x``'s shape that ``fn`` only reads (chunk by chunk).
   """
   quantized = [s for s in stored if isinstance(s, _quantize.QuantizedArray)]
   if quantized:
     assert len(quantized) == len(stored)
-    out, new_codes = _quantize.map_moments(
-      fn, x, quantized, tables, chunked=chunked, inputs=inputs, opaque_entry=opaque_entry
-    )
+    out, new_codes = _quantize.map_moments(fn, x, quantized, tables, chunked=chunked, inputs=inputs)
     return out, [*new_codes]
   out, *new = fn(x, *[load(s) for s in stored], *inputs)
   return out, [store(v, s) for v, s in zip(new, stored)]

@@ -370,7 +370,6 @@ def _rescale(
     tables,
     chunked=chunk_bitsandbytes or not bnb,
     inputs=inputs,
-    opaque_entry=not bnb,
   )
   return out, new[0], None if mu is None else new[1]
 
