@@ -363,14 +363,8 @@ def _rescale(
     return (out, new_nu) if new_mu is None else (out, new_nu, new_mu)
 
   inputs = () if param is None else (param,)
-  out, new = _state.step_leaf(
-    values,
-    g,
-    stored,
-    tables,
-    chunked=chunk_bitsandbytes or not bnb,
-    inputs=inputs,
-  )
+  chunked = chunk_bitsandbytes or not bnb
+  out, new = _state.step_leaf(values, g, stored, tables, chunked=chunked, inputs=inputs)
   return out, new[0], None if mu is None else new[1]
 
 
