@@ -62,9 +62,16 @@ def _momentum(
     stored = _state.state_leaves(state.trace, treedef)
     tables = _state.state_tables(state.trace)
     tables_arg = None if tables is None else [tables]
-    results = [trace_leaf(*leaf, beta, tables_arg) for leaf in zip(u, stored)]
+
+    def step(
+      u_i: jax.Array, stored_i: list[_state.StateLeaf], inputs: list[jax.Array | None]
+    ) -> tuple[jax.Array, list[_state.StateLeaf]]:
+      out, new = trace_leaf(u_i, *stored_i, beta, tables_arg)
+      return out, [new]
+
+    results = _state.step_leaves(step, u, [[b] for b in stored], [[] for _ in u])
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
-    trace = _state.state_tree(state.trace, treedef, [r[1] for r in results])
+    trace = _state.state_tree(state.trace, treedef, [r[1][0] for r in results])
     if scheduled:
       return out, ScheduledTraceState(count=optax.safe_increment(state.count), trace=trace)
     return out, optax.TraceState(trace=trace)

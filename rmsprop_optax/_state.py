@@ -178,6 +178,34 @@ def step_leaf(
   return out, [store(v, s) for v, s in zip(new, stored)]
 
 
+def step_leaves(
+  step: Any,
+  xs: list[jax.Array],
+  stored: list[list[StateLeaf]],
+  inputs: list[list[jax.Array | None]],
+) -> list[tuple[jax.Array, list[StateLeaf]]]:
+  """``step(x, stored, inputs) -> (out, new stored)`` for every leaf, small quantized ones together.
+
+  ``step`` is one leaf's step (it calls :func:`step_leaf`); ``stored`` and
+  ``inputs`` hold each leaf's moments and its other per-element arrays (or
+  None). Small leaves with quantized state are joined into one leaf, stepped
+  once and split again (:func:`rmsprop_optax._quantize.leaf_groups`), which
+  compiles into a few kernels instead of a few per leaf; the results are the
+  same.
+  """
+  results: list[Any] = [None] * len(xs)
+  for members in _quantize.leaf_groups(xs, stored, inputs):
+    if len(members) == 1:
+      (i,) = members
+      results[i] = step(xs[i], stored[i], inputs[i])
+      continue
+    parts = ([xs[i] for i in members], [stored[i] for i in members])
+    out, new = step(*_quantize.join(*parts, [inputs[i] for i in members]))
+    for i, result in zip(members, _quantize.split(out, new, *parts), strict=True):
+      results[i] = result
+  return results
+
+
 def state_tables(tree: Any) -> _quantize.Tables | None:
   """The lookup tables of a quantized state tree, as arrays made once per step; else None."""
   if not isinstance(tree, _quantize.QuantizedTree):

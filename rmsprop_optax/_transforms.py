@@ -282,15 +282,23 @@ def _scale_by_rms(
       tables.append(_state.state_tables(mu_state))
     tables_arg = None if tables[0] is None else tables
     decayed = _decayed_params(updates, params, weight_decay_mask, treedef, wd is not None)
-    results = [
-      rescale(g_i, nu_i, mu_i, d, md, eps, t, lr, tables_arg, p_i, None if p_i is None else wd)
-      for g_i, nu_i, mu_i, p_i in zip(g, nu, mu, decayed)
-    ]
+
+    def step(
+      g_i: jax.Array, stored: list[_state.StateLeaf], inputs: list[jax.Array | None]
+    ) -> tuple[jax.Array, list[_state.StateLeaf]]:
+      nu_i, mu_i = stored if centered else (stored[0], None)
+      (p_i,) = inputs
+      wd_i = None if p_i is None else wd
+      out, nu_i, mu_i = rescale(g_i, nu_i, mu_i, d, md, eps, t, lr, tables_arg, p_i, wd_i)
+      return out, [nu_i] if mu_i is None else [nu_i, mu_i]
+
+    stored = [[nu_i] if mu_i is None else [nu_i, mu_i] for nu_i, mu_i in zip(nu, mu)]
+    results = _state.step_leaves(step, g, stored, [[p_i] for p_i in decayed])
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
-    new_nu = _state.state_tree(state.nu, treedef, [r[1] for r in results])
+    new_nu = _state.state_tree(state.nu, treedef, [r[1][0] for r in results])
     if not centered:
       return out, ScaleByRmsState(count=count, nu=new_nu)
-    new_mu = _state.state_tree(mu_state, treedef, [r[2] for r in results])
+    new_mu = _state.state_tree(mu_state, treedef, [r[1][1] for r in results])
     return out, ScaleByCenteredRmsState(count=count, mu=new_mu, nu=new_nu)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -101,7 +101,8 @@ def test_schema(results: dict) -> None:
   for r in sweep['rows']:
     assert _finite_positive(r['ratio_ours_over_optax'])
     assert _finite_positive(r['ratio_floor_over_optax'])
-    for who in ('ours', 'optax', 'floor'):
+    assert _finite_positive(r['ratio_q8_over_f32'])
+    for who in ('ours', 'optax', 'floor', 'distinct_q8', 'distinct_f32'):
       assert all(_finite_positive(r[who][k]) for k in ('trace', 'lower', 'compile', 'total'))
   assert set(sweep['seconds_per_leaf']) == {'ours', 'optax', 'floor'}
 
@@ -169,6 +170,7 @@ def test_json_and_table_round_trip(results: dict, tmp_path) -> None:
   # Float32 rows, quantized rows and the two state-bytes rows of the tree.
   assert table.count('| one_leaf |') == len(CONFIGS) + 2
   assert 'A/A' in table and 'least/optax' in table and 'geometric mean' in table
+  assert '8-bit/float32 |' in table  # the compile sweep's quantized rows
   assert 'q / float32-state' in table and 'where the time goes' in table
   assert bench.QUANTIZED_NOTE in table
   assert all(note in table for note in report.READING_NOTES)

@@ -31,7 +31,9 @@ Everything is measured in one process so the ratios compare like with like:
   JAX's caches cleared before each measurement; beside it the "least" program
   with the same inputs and outputs (one trivial kernel per output array):
   on XLA:CPU, which fuses no two outputs into one kernel, about the least any
-  step that keeps per-leaf state can compile to;
+  step that keeps per-leaf state can compile to; then the same step with
+  8-bit state against float32 state on ``n`` leaves of distinct shapes
+  ``(64 + i, 128)``, each traced and compiled anew;
 * peak memory: ``compiled.memory_analysis()`` (arguments + outputs - aliased +
   temporaries) against params + grads + state;
 * quantized state (configs ``plain_q8``, ``centered_momentum_q8``,

@@ -1,7 +1,10 @@
 """Compile time against leaf count: trace, lower and XLA compile, timed apart.
 
 Beside ours and optax, the least program with the step's inputs and outputs
-(one trivial kernel per output array).
+(one trivial kernel per output array). Then ours with 8-bit state against
+ours with float32 state, on leaves of distinct shapes ``(64 + i, 128)``
+(every shape traced and compiled anew, as in a model without a layer
+``scan``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from rmsprop_optax.bench.configs import CONFIGS
 from rmsprop_optax.bench.timing import step_fn
 
 COMPILE_SHAPE = (64, 64)
+# The quantized comparison's leaves: (64 + i, 128), distinct, 8192 elements and up.
+DISTINCT_WIDTH = 128
 
 
 def _time_lowering(fn: Any, *args: Any) -> dict[str, float]:
@@ -35,8 +40,15 @@ def _compile_params(n_leaves: int) -> dict[str, jax.ShapeDtypeStruct]:
   return {f'w{i:05d}': jax.ShapeDtypeStruct(COMPILE_SHAPE, jnp.float32) for i in range(n_leaves)}
 
 
-def time_compile(opt: Any, n_leaves: int) -> dict[str, float]:
-  params = _compile_params(n_leaves)
+def _distinct_params(n_leaves: int) -> dict[str, jax.ShapeDtypeStruct]:
+  return {
+    f'w{i:05d}': jax.ShapeDtypeStruct((64 + i, DISTINCT_WIDTH), jnp.float32)
+    for i in range(n_leaves)
+  }
+
+
+def time_compile(opt: Any, n_leaves: int, *, distinct: bool = False) -> dict[str, float]:
+  params = (_distinct_params if distinct else _compile_params)(n_leaves)
   state = jax.eval_shape(opt.init, params)
   return _time_lowering(step_fn(opt), params, state, params)
 
@@ -61,7 +73,9 @@ def time_compile_floor(opt: Any, n_leaves: int) -> dict[str, float]:
 
 
 def compile_sweep(config: str, leaf_counts: list[int]) -> dict[str, Any]:
+  """Rows of compile times per leaf count; ``config`` and its 8-bit form (``config + '_q8'``)."""
   ours_fn, optax_fn, _ = CONFIGS[config]
+  q8_fn = CONFIGS[config + '_q8'][0]
   rows = []
   for i, n in enumerate(leaf_counts):
     order = [('ours', ours_fn), ('optax', optax_fn)]
@@ -73,6 +87,12 @@ def compile_sweep(config: str, leaf_counts: list[int]) -> dict[str, Any]:
     row['floor'] = time_compile_floor(ours_fn(), n)
     row['ratio_ours_over_optax'] = row['ours']['total'] / row['optax']['total']
     row['ratio_floor_over_optax'] = row['floor']['total'] / row['optax']['total']
+    q8_order = [('distinct_q8', q8_fn), ('distinct_f32', ours_fn)]
+    if i % 2:
+      q8_order.reverse()
+    for who, fn in q8_order:
+      row[who] = time_compile(fn(), n, distinct=True)
+    row['ratio_q8_over_f32'] = row['distinct_q8']['total'] / row['distinct_f32']['total']
     rows.append(row)
   slopes = {}
   if len(leaf_counts) > 1:
@@ -82,6 +102,7 @@ def compile_sweep(config: str, leaf_counts: list[int]) -> dict[str, Any]:
   return {
     'config': config,
     'leaf_shape': list(COMPILE_SHAPE),
+    'distinct_leaf_shapes': f'(64 + i, {DISTINCT_WIDTH})',
     'rows': rows,
     'seconds_per_leaf': slopes,
   }
