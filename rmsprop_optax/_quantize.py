@@ -76,8 +76,8 @@ compile time follows the kernels: 100 leaves of shapes ``(64 + i, 128)``
 (centered + momentum) compiled in 31-34 s against 4-5 s. In a one-device
 process, leaves of at most one chunk stepped alike are joined into leaves of
 up to :data:`GROUP_CHUNKS` chunks (:func:`leaf_groups`), stepped once and
-split again, with the same results: those 100 leaves now compile in about
-the float32 state's time. The joined copies are the step's temporaries: 300
+split again, with the same results (see :func:`leaf_groups` for one
+exception): those 100 leaves now compile in about the float32 state's time. The joined copies are the step's temporaries: 300
 such leaves (8.2M elements) held 60 MiB with centered + momentum state (260
 stepped alone; the float32-state step holds none), plain 41 (71).
 
@@ -847,10 +847,14 @@ def leaf_groups(
   a float32-state step's, and compile time grows with the kernels: a tree of
   many small leaves took 6-7x the float32-state step's time to compile. Small
   leaves stepped alike are therefore joined: their rows of whole blocks are
-  concatenated into one leaf of at most :data:`GROUP_CHUNKS` chunks,
-  stepped in chunks, and split again (:func:`join`, :func:`split`). Each
-  element's arithmetic is the same; only the leaves' order in memory
-  changes, and the join and split are copies.
+  concatenated into one leaf of about :data:`GROUP_CHUNKS` chunks (a few
+  more where :func:`join` pads rows), stepped in chunks, and split again
+  (:func:`join`, :func:`split`). Each element's arithmetic is the same; only
+  the leaves' order in memory changes, and the join and split are copies.
+  One exception: a leaf of one block whose leading axes are all 1, e.g.
+  ``(1, 256)``, with coupled weight decay. Alone, XLA rounds its decayed sum
+  otherwise (a few last bits, unlike ``optax.add_decayed_weights``); joined,
+  it is rounded as ``optax.add_decayed_weights`` rounds it.
 
   Joined: leaves of at most one chunk whose moments are all quantized with
   round-to-nearest, in blocks along a last axis of whole blocks, with equal
@@ -890,7 +894,12 @@ def _group_key(x: jax.Array, moments: list[Any], inputs: list[jax.Array | None])
   if math.prod(shape) > CHUNK_ELEMENTS or shape[-1] % b:
     return None
   maps = tuple((m.bits, m.block_size, m.signed, m.unsigned_zero) for m in moments)
-  return b, jnp.dtype(x.dtype), maps, tuple(None if a is None else jnp.dtype(a.dtype) for a in inputs)
+  return (
+    b,
+    jnp.dtype(x.dtype),
+    maps,
+    tuple(None if a is None else jnp.dtype(a.dtype) for a in inputs),
+  )
 
 
 def join(
@@ -910,7 +919,7 @@ def join(
   chunks = _ceil_div(rows * b, CHUNK_ELEMENTS)
   padded = rows if chunks == 1 else _ceil_div(rows, 8 * chunks) * 8 * chunks
 
-  def cat(arrays: list[jax.Array], width: int) -> jax.Array:
+  def cat(arrays: list[Any], width: int) -> jax.Array:
     parts = [a.reshape(-1, width) for a in arrays]
     if padded > rows:
       parts.append(jnp.zeros((padded - rows, width), arrays[0].dtype))
@@ -923,8 +932,7 @@ def join(
     scale = cat([s[j].scale for s in stored], 1)
     moments.append(dataclasses.replace(like, codes=codes, scale=scale, shape=(padded, b)))
   ins = [
-    None if inputs[0][j] is None else cat([i[j] for i in inputs], b)
-    for j in range(len(inputs[0]))
+    None if inputs[0][j] is None else cat([i[j] for i in inputs], b) for j in range(len(inputs[0]))
   ]
   return cat(xs, b), moments, ins
 

@@ -1,4 +1,4 @@
-"""Optimizer state: the one place that decides its dtypes, stores it and steps it leaf by leaf.
+"""Optimizer state: the one place that decides its dtypes, stores it and steps it by leaf.
 
 The policy, for a parameter of dtype ``p`` and a gradient of dtype ``g``:
 
@@ -21,7 +21,7 @@ The policy, for a parameter of dtype ``p`` and a gradient of dtype ``g``:
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import jax
 import jax.numpy as jnp
@@ -191,7 +191,7 @@ def step_leaves(
   None). Small leaves with quantized state are joined into one leaf, stepped
   once and split again (:func:`rmsprop_optax._quantize.leaf_groups`), which
   compiles into a few kernels instead of a few per leaf; the results are the
-  same.
+  same (one exception: :func:`rmsprop_optax._quantize.leaf_groups`).
   """
   results: list[Any] = [None] * len(xs)
   for members in _quantize.leaf_groups(xs, stored, inputs):
@@ -199,7 +199,9 @@ def step_leaves(
       (i,) = members
       results[i] = step(xs[i], stored[i], inputs[i])
       continue
-    parts = ([xs[i] for i in members], [stored[i] for i in members])
+    # leaf_groups joins only leaves whose moments are all quantized.
+    moments = [cast(list[_quantize.QuantizedArray], stored[i]) for i in members]
+    parts = ([xs[i] for i in members], moments)
     out, new = step(*_quantize.join(*parts, [inputs[i] for i in members]))
     for i, result in zip(members, _quantize.split(out, new, *parts), strict=True):
       results[i] = result

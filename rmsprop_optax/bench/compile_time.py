@@ -73,9 +73,9 @@ def time_compile_floor(opt: Any, n_leaves: int) -> dict[str, float]:
 
 
 def compile_sweep(config: str, leaf_counts: list[int]) -> dict[str, Any]:
-  """Rows of compile times per leaf count; ``config`` and its 8-bit form (``config + '_q8'``)."""
+  """Rows of compile times per leaf count; ``config``, and its 8-bit form (``config + '_q8'``) if any."""
   ours_fn, optax_fn, _ = CONFIGS[config]
-  q8_fn = CONFIGS[config + '_q8'][0]
+  q8 = CONFIGS.get(config + '_q8')
   rows = []
   for i, n in enumerate(leaf_counts):
     order = [('ours', ours_fn), ('optax', optax_fn)]
@@ -87,12 +87,13 @@ def compile_sweep(config: str, leaf_counts: list[int]) -> dict[str, Any]:
     row['floor'] = time_compile_floor(ours_fn(), n)
     row['ratio_ours_over_optax'] = row['ours']['total'] / row['optax']['total']
     row['ratio_floor_over_optax'] = row['floor']['total'] / row['optax']['total']
-    q8_order = [('distinct_q8', q8_fn), ('distinct_f32', ours_fn)]
-    if i % 2:
-      q8_order.reverse()
-    for who, fn in q8_order:
-      row[who] = time_compile(fn(), n, distinct=True)
-    row['ratio_q8_over_f32'] = row['distinct_q8']['total'] / row['distinct_f32']['total']
+    if q8 is not None:
+      q8_order = [('distinct_q8', q8[0]), ('distinct_f32', ours_fn)]
+      if i % 2:
+        q8_order.reverse()
+      for who, fn in q8_order:
+        row[who] = time_compile(fn(), n, distinct=True)
+      row['ratio_q8_over_f32'] = row['distinct_q8']['total'] / row['distinct_f32']['total']
     rows.append(row)
   slopes = {}
   if len(leaf_counts) > 1:

@@ -241,20 +241,22 @@ def format_table(results: dict[str, Any]) -> str:
       f'| {p["trace"]:.2f} | {p["lower"]:.2f} | {p["compile"]:.2f} | {p["total"]:.2f} '
       f'| {f["total"]:.2f} | {row["ratio_ours_over_optax"]:.2f} | {row["ratio_floor_over_optax"]:.2f} |'
     )
-  lines += [
-    '',
-    f'compile time, {c["config"]}, 8-bit against float32 state, leaves of distinct shapes '
-    f'{c["distinct_leaf_shapes"]} float32 (seconds: trace + lower + XLA)',
-    '',
-    '| leaves | 8-bit trace | 8-bit lower | 8-bit XLA | 8-bit total | float32 total | 8-bit/float32 |',
-    '|---:|---:|---:|---:|---:|---:|---:|',
-  ]
-  for row in c['rows']:
-    q, f = row['distinct_q8'], row['distinct_f32']
-    lines.append(
-      f'| {row["n_leaves"]} | {q["trace"]:.2f} | {q["lower"]:.2f} | {q["compile"]:.2f} '
-      f'| {q["total"]:.2f} | {f["total"]:.2f} | {row["ratio_q8_over_f32"]:.2f} |'
-    )
+  if c['rows'] and 'distinct_q8' in c['rows'][0]:
+    lines += [
+      '',
+      f'compile time, {c["config"]}, 8-bit against float32 state, leaves of distinct shapes '
+      f'{c["distinct_leaf_shapes"]} float32 (seconds: trace + lower + XLA)',
+      '',
+      '| leaves | 8-bit trace | 8-bit lower | 8-bit XLA | 8-bit total | float32 total '
+      '| 8-bit/float32 |',
+      '|---:|---:|---:|---:|---:|---:|---:|',
+    ]
+    for row in c['rows']:
+      q, f = row['distinct_q8'], row['distinct_f32']
+      lines.append(
+        f'| {row["n_leaves"]} | {q["trace"]:.2f} | {q["lower"]:.2f} | {q["compile"]:.2f} '
+        f'| {q["total"]:.2f} | {f["total"]:.2f} | {row["ratio_q8_over_f32"]:.2f} |'
+      )
   if c['seconds_per_leaf']:
     sl = c['seconds_per_leaf']
     lines.append('')
