@@ -75,11 +75,15 @@ into about two dozen kernels against a handful for float32 state, and its
 compile time follows the kernels: 100 leaves of shapes ``(64 + i, 128)``
 (centered + momentum) compiled in 31-34 s against 4-5 s. In a one-device
 process, leaves of at most one chunk stepped alike are joined into leaves of
-up to :data:`GROUP_CHUNKS` chunks (:func:`leaf_groups`), stepped once and
+about :data:`GROUP_CHUNKS` chunks (:func:`leaf_groups`), stepped once and
 split again, with the same results (see :func:`leaf_groups` for one
-exception): those 100 leaves now compile in about the float32 state's time. The joined copies are the step's temporaries: 300
-such leaves (8.2M elements) held 60 MiB with centered + momentum state (260
-stepped alone; the float32-state step holds none), plain 41 (71).
+exception): those 100 leaves now compile in about the float32 state's time.
+A larger leaf still compiles its own chunk loop: 30 leaves of shapes
+``(512 + i, 512)`` compiled in 8.4-9.4 s against 1.3 s (joining them would
+hold full-size copies, the memory the chunks save). The joined copies are
+the step's temporaries: 300 leaves ``(64 + i, 128)`` (8.2M elements) held 60
+MiB with centered + momentum state (260 stepped alone; the float32-state
+step holds none), plain 41 (71).
 
 Rounding is to the nearest code; stochastic rounding is not offered. It would
 need a PRNG key in the state (split every step, checkpointed and sharded with
