@@ -62,14 +62,12 @@ def _momentum(
     stored = _state.state_leaves(state.trace, treedef)
     tables = _state.state_tables(state.trace)
     tables_arg = None if tables is None else [tables]
-
-    def step(
-      u_i: jax.Array, stored_i: list[_state.StateLeaf], inputs: list[jax.Array | None]
-    ) -> tuple[jax.Array, list[_state.StateLeaf]]:
-      out, new = trace_leaf(u_i, *stored_i, beta, tables_arg)
-      return out, [new]
-
-    results = _state.step_leaves(step, u, [[b] for b in stored], [[] for _ in u])
+    results = _state.step_leaves(
+      lambda u_i, buffer, _: trace_leaf(u_i, buffer, beta, tables_arg),
+      u,
+      [[b] for b in stored],
+      [[] for _ in u],
+    )
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
     trace = _state.state_tree(state.trace, treedef, [r[1][0] for r in results])
     if scheduled:
@@ -89,18 +87,20 @@ def _trace_values(
 
 def _trace_leaf_impl(
   u: jax.Array,
-  stored: _state.StateLeaf,
+  stored: list[_state.StateLeaf],
   beta: _transforms.Hyperparameter,
   tables: list[_quantize.Tables] | None,
   *,
   nesterov: bool,
   chunked: bool,
-) -> tuple[jax.Array, _state.StateLeaf]:
-  """One leaf of the momentum buffer: ``(out, new stored buffer)``, chunk by chunk if quantized."""
-  out, (new,) = _state.step_leaf(
-    lambda u, b: _trace_values(u, b, beta, nesterov), u, [stored], tables, chunked=chunked
+) -> tuple[jax.Array, list[_state.StateLeaf]]:
+  """One leaf of the momentum buffer (``stored``: ``[buffer]``): ``(out, [new buffer])``.
+
+  Quantized, it is stepped chunk by chunk.
+  """
+  return _state.step_leaf(
+    lambda u, b: _trace_values(u, b, beta, nesterov), u, stored, tables, chunked=chunked
   )
-  return out, new
 
 
 def _state_only(tx: optax.GradientTransformation) -> optax.GradientTransformation:

@@ -274,8 +274,11 @@ def _scale_by_rms(
     # init_fn made a ScaleByCenteredRmsState when centered.
     mu_state = cast(ScaleByCenteredRmsState, state).mu if centered else None
     g, treedef = jax.tree.flatten(updates)
-    nu = _state.state_leaves(state.nu, treedef)
-    mu = _state.state_leaves(mu_state, treedef) if centered else [None] * len(g)
+    # Each leaf's moments: [nu], or [nu, mu] when centered.
+    stored = [[nu] for nu in _state.state_leaves(state.nu, treedef)]
+    if centered:
+      for moments, mu in zip(stored, _state.state_leaves(mu_state, treedef), strict=True):
+        moments.append(mu)
     # Passed to every leaf's function as arguments, not made inside each.
     tables = [_state.state_tables(state.nu)]
     if centered:
@@ -286,13 +289,10 @@ def _scale_by_rms(
     def step(
       g_i: jax.Array, stored: list[_state.StateLeaf], inputs: list[jax.Array | None]
     ) -> tuple[jax.Array, list[_state.StateLeaf]]:
-      nu_i, mu_i = stored if centered else (stored[0], None)
       (p_i,) = inputs
       wd_i = None if p_i is None else wd
-      out, nu_i, mu_i = rescale(g_i, nu_i, mu_i, d, md, eps, t, lr, tables_arg, p_i, wd_i)
-      return out, [nu_i] if mu_i is None else [nu_i, mu_i]
+      return rescale(g_i, stored, d, md, eps, t, lr, tables_arg, p_i, wd_i)
 
-    stored = [[nu_i] if mu_i is None else [nu_i, mu_i] for nu_i, mu_i in zip(nu, mu)]
     results = _state.step_leaves(step, g, stored, [[p_i] for p_i in decayed])
     out = jax.tree.unflatten(treedef, [r[0] for r in results])
     new_nu = _state.state_tree(state.nu, treedef, [r[1][0] for r in results])
@@ -326,8 +326,7 @@ def _decayed_params(
 
 def _rescale(
   g: jax.Array,
-  nu: StateLeaf,
-  mu: StateLeaf | None,
+  stored: list[StateLeaf],
   decay: Hyperparameter,
   mean_decay: Hyperparameter,
   eps: Hyperparameter,
@@ -339,10 +338,10 @@ def _rescale(
   *,
   chunk_bitsandbytes: bool,
   **options: bool,
-) -> tuple[jax.Array, StateLeaf, StateLeaf | None]:
-  """One leaf: ``(out, new nu, new mu)``; ``t`` is the count when bias-correcting, else None.
+) -> tuple[jax.Array, list[StateLeaf]]:
+  """One leaf: ``(out, [new nu, new mu])``; ``stored``: ``[nu]``, or ``[nu, mu]`` when centered.
 
-  ``learning_rate``: None, or a factor of ``out`` (see :func:`_scale_by_rms`);
+  ``t``: the count when bias-correcting, else None; ``learning_rate``: None, or a factor of ``out`` (see :func:`_scale_by_rms`);
   ``tables``: the quantized moments' lookup tables, or None for float state;
   ``param`` and ``weight_decay``: None, or coupled decay added to ``g`` first.
 
@@ -351,9 +350,7 @@ def _rescale(
   step never holds a full-size float32 copy of one.
   """
   # bitsandbytes' rounding of the second moment (its parity mode).
-  bnb = _quantize.is_bitsandbytes(nu)
-
-  stored = [nu] if mu is None else [nu, mu]
+  bnb = _quantize.is_bitsandbytes(stored[0])
 
   def values(g: jax.Array, *args: jax.Array) -> tuple[jax.Array, ...]:
     moments, inputs = args[: len(stored)], args[len(stored) :]
@@ -372,8 +369,7 @@ def _rescale(
 
   inputs = () if param is None else (param,)
   chunked = chunk_bitsandbytes or not bnb
-  out, new = _state.step_leaf(values, g, stored, tables, chunked=chunked, inputs=inputs)
-  return out, new[0], None if mu is None else new[1]
+  return _state.step_leaf(values, g, stored, tables, chunked=chunked, inputs=inputs)
 
 
 def _rescale_values(
