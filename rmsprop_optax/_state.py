@@ -214,7 +214,11 @@ def state_tables(tree: Any) -> _quantize.Tables | None:
     return None
   spec = tree.spec
   return _quantize.lookup_tables(
-    spec.bits, tree.signed, unsigned_zero=bool(spec.unsigned_zero), rounding=spec.rounding
+    spec.bits,
+    tree.signed,
+    unsigned_zero=bool(spec.unsigned_zero),
+    rounding=spec.rounding,
+    map=spec.map,
   )
 
 

@@ -49,15 +49,34 @@ def _zero_free_map_np(bits):
   return np.sort(np.asarray(values))
 
 
-def _table_np(bits, signed, unsigned_zero):
+def _float_map_np(signed):
+  """``map='float'``, from its description, in float64, indexed by code.
+
+  Unsigned: 256 positive values, the k-th (from 0) ``2**((k + 1) // 8 - 32)
+  * (1 + ((k + 1) % 8) / 8)``: 8 per power of two, from ``1.125 * 2**-32``
+  to 1. Signed: the low 7 bits a magnitude of the same form from ``1.25 *
+  2**-16`` to 1 (``- 16`` in place of ``- 32``), magnitude 0 being 0; bit 7
+  the sign.
+  """
+  if not signed:
+    k = np.arange(256)
+    return np.ldexp(1 + ((k + 1) % 8) / 8, (k + 1) // 8 - 32)
+  m = np.arange(128)
+  magnitude = np.where(m > 0, np.ldexp(1 + ((m + 1) % 8) / 8, (m + 1) // 8 - 16), 0.0)
+  return np.concatenate([magnitude, -magnitude])
+
+
+def _table_np(bits, signed, unsigned_zero, map='dynamic'):
+  if map == 'float':
+    return _float_map_np(signed)
   if not signed and not unsigned_zero:
     return _zero_free_map_np(bits)
   return _quantize.code_map(bits, signed, unsigned_zero=True).astype(np.float64)
 
 
-def _nearest_codes_np(x, bits, block_size, signed, unsigned_zero):
+def _nearest_codes_np(x, bits, block_size, signed, unsigned_zero, map='dynamic'):
   """Brute force: per block absmax, then argmin over every code of the map."""
-  table = _table_np(bits, signed, unsigned_zero)
+  table = _table_np(bits, signed, unsigned_zero, map)
   x = np.asarray(x, np.float32)
   n = x.shape[-1]
   b = min(block_size, n)
@@ -74,8 +93,11 @@ def _nearest_codes_np(x, bits, block_size, signed, unsigned_zero):
   return codes.astype(np.uint8), scale
 
 
-def _dequantize_np(codes, scale, bits, block_size, signed, unsigned_zero):
-  table = _quantize.code_map(bits, signed, unsigned_zero=unsigned_zero)
+def _dequantize_np(codes, scale, bits, block_size, signed, unsigned_zero, map='dynamic'):
+  if map == 'float':
+    table = _float_map_np(signed).astype(np.float32)
+  else:
+    table = _quantize.code_map(bits, signed, unsigned_zero=unsigned_zero)
   n = codes.shape[-1]
   b = min(block_size, n)
   return table[codes] * np.repeat(scale, b, axis=-1)[..., :n]
@@ -165,6 +187,78 @@ def test_quantize_picks_the_nearest_code_and_dequantizes(
     assert stored_zero.any() == unsigned_zero
 
 
+@pytest.mark.parametrize('signed', [False, True])
+def test_float_map_is_its_definition(signed):
+  table = _quantize.float_map(signed)
+  assert table.shape == (256,) and table.dtype == np.float32
+  np.testing.assert_array_equal(table.astype(np.float64), _float_map_np(signed))
+  if signed:
+    assert table[127] == 1.0 and table[255] == -1.0 and table[0] == 0.0
+  else:
+    assert np.all(np.diff(table) > 0) and table[0] > 0 and table[-1] == 1.0
+  # Relative spacing: 1/8 at a power of two, 1/16 of a value at most for rounding.
+  positive = np.sort(table[table > 0].astype(np.float64))
+  assert np.max(np.diff(positive) / positive[1:]) <= 1 / 8 + 1e-12
+
+
+@pytest.mark.parametrize('signed', [False, True])
+@pytest.mark.parametrize('shape', [(3, 700), (5000,), (2, 3, 40)])
+def test_float_map_quantize_picks_the_nearest_code_and_dequantizes(signed, shape):
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(shape).astype(np.float32) * np.logspace(-6, 1, shape[-1])
+  if not signed:
+    x = x**2  # fourteen decades: the smallest fall below the smallest code
+  x[..., 1] = 0.0
+  b = min(256, shape[-1])
+  x.reshape(-1, shape[-1])[0, :b] = 0.0  # an all-zero block
+  spec = rmsprop_optax.quantized(8, map='float')
+  q = _quantize.quantize(
+    jnp.asarray(x), bits=8, block_size=256, signed=signed, unsigned_zero=False, map='float'
+  )
+  assert q.map == spec.map == 'float' and q.lookup_tables() == {}
+  want_codes, want_scale = _nearest_codes_np(x, 8, 256, signed, False, map='float')
+  np.testing.assert_array_equal(np.asarray(q.scale), want_scale)
+  np.testing.assert_array_equal(np.asarray(q.codes), want_codes)
+  want = _dequantize_np(want_codes, want_scale, 8, 256, signed, False, map='float')
+  got = np.asarray(q.dequantize())
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_array_equal(got.reshape(-1, shape[-1])[0, :b], 0.0)
+  scale = np.repeat(want_scale, b, axis=-1)[..., : shape[-1]]
+  nonzero = scale > 0
+  if signed:
+    # Within 1/16 of itself, or of half the smallest code (1.25 * 2**-16) times the scale.
+    bound = np.maximum(np.abs(x) / 16, 0.625 * 2.0**-16 * scale)[nonzero]
+    assert np.all(np.abs(got - x)[nonzero] <= bound * (1 + 1e-6))
+  else:
+    # No 0: a positive nu never reads 0 in a block that is not all zero.
+    assert not np.any((got == 0) & nonzero)
+
+
+@pytest.mark.parametrize('signed', [False, True])
+def test_float_codes_are_nearest_for_every_kind_of_float(signed):
+  table = _float_map_np(signed)
+  rng = np.random.default_rng(5)
+  positive = np.sort(table[table > 0])
+  midpoints = ((positive[1:] + positive[:-1]) / 2).astype(np.float32)
+  values = [
+    table,
+    np.nextafter(midpoints, np.float32(2)),
+    np.nextafter(midpoints, np.float32(-2)),
+    rng.uniform(-1, 1, 100_000) * 10.0 ** rng.uniform(-45, 0, 100_000),  # denormals too
+    [0.0, -0.0, 1.0, -1.0, 1e-45, 2.0**-16 * 0.625, 2.0**-16 * 0.6251, 2.0**-33, 1.0000001],
+  ]
+  v = np.concatenate([np.asarray(x, np.float32) for x in values])
+  if not signed:
+    v = np.abs(v)
+  got = np.asarray(jax.jit(lambda x: _quantize._float_codes(x, signed))(jnp.asarray(v)))
+  error = np.abs(table[got] - v.astype(np.float64))
+  best = np.min(np.abs(table[None, :] - v[:, None].astype(np.float64)), axis=1)
+  np.testing.assert_array_equal(error, best)
+  if signed:
+    assert np.all(got[v == 0] == 0)  # 0 and -0.0 both code 0
+    assert np.all(np.sign(table[got]) * np.sign(v) >= 0)
+
+
 @pytest.mark.parametrize('bits', [8, 4])
 @pytest.mark.parametrize('signed, unsigned_zero', [(False, True), (False, False), (True, True)])
 def test_code_lookup_equals_a_binary_search_for_every_kind_of_float(bits, signed, unsigned_zero):
@@ -197,11 +291,11 @@ def test_quantize_round_trip_error_is_bounded_by_the_code_spacing():
   assert q.dequantize().dtype == jnp.float32
 
 
-@pytest.mark.parametrize('bits', [8, 4])
+@pytest.mark.parametrize('bits, map', [(8, 'dynamic'), (4, 'dynamic'), (8, 'float')])
 @pytest.mark.parametrize('centered', [False, True])
-def test_one_step_is_rmsprop_on_the_dequantized_state(bits, centered):
+def test_one_step_is_rmsprop_on_the_dequantized_state(bits, map, centered):
   """The update uses the unrounded new moments; the new state is their codes."""
-  spec = rmsprop_optax.quantized(bits, min_size=0)
+  spec = rmsprop_optax.quantized(bits, min_size=0, map=map)
   tx = (rmsprop_optax.scale_by_centered_rms if centered else rmsprop_optax.scale_by_rms)(
     decay=0.9, eps=1e-8, accumulator_dtype=spec
   )
@@ -220,7 +314,7 @@ def test_one_step_is_rmsprop_on_the_dequantized_state(bits, centered):
     want = g / np.sqrt(s + np.float32(1e-8))
     out, state = tx.update(jnp.asarray(g), state)
     np.testing.assert_allclose(np.asarray(out), want, rtol=STEP_RTOL, err_msg=f'step {step}')
-    codes, scale = _nearest_codes_np(new_nu, bits, spec.block_size, False, unsigned_zero=False)
+    codes, scale = _nearest_codes_np(new_nu, bits, spec.block_size, False, False, map)
     # The stored codes are the nearest codes of the new moment. XLA's new_nu
     # may differ from NumPy's in the last bit (fused multiply-add), which
     # moves a block's scale by an ulp and can flip a code that sits on the
@@ -446,10 +540,13 @@ def test_inject_hyperparams_with_quantized_state():
   chex.assert_trees_all_close(u_inj, u_plain, rtol=1e-6)
 
 
-def test_orbax_checkpoint_resumes_bit_for_bit(tmp_path):
-  opt = rmsprop_optax.rmsprop(
-    1e-2, momentum=0.9, centered=True, accumulator_dtype=rmsprop_optax.quantized(4, min_size=0)
-  )
+@pytest.mark.parametrize(
+  'spec',
+  [rmsprop_optax.quantized(4, min_size=0), rmsprop_optax.quantized(8, min_size=0, map='float')],
+  ids=['4-bit', 'float map'],
+)
+def test_orbax_checkpoint_resumes_bit_for_bit(tmp_path, spec):
+  opt = rmsprop_optax.rmsprop(1e-2, momentum=0.9, centered=True, accumulator_dtype=spec)
   params, loss = _problem()
   step = jax.jit(lambda p, s: opt.update(jax.grad(loss)(p), s, p))
 
@@ -492,6 +589,10 @@ def test_diagnostics_read_quantized_state():
     ({'block_size': 1}, '`block_size`'),
     ({'min_size': -1}, '`min_size`'),
     ({'unsigned_zero': 0}, '`unsigned_zero` must be None, True or False'),
+    ({'map': 'fp8'}, r"`map` must be one of \('dynamic', 'float'\), got 'fp8'"),
+    ({'bits': 4, 'map': 'float'}, "map='float' needs bits=8 and rounding='nearest'"),
+    ({'rounding': 'bitsandbytes', 'map': 'float'}, "map='float' needs bits=8"),
+    ({'unsigned_zero': True, 'map': 'float'}, "map='float' has no code for 0"),
   ],
 )
 def test_bad_quantized_arguments_are_value_errors_naming_them(kwargs, match):

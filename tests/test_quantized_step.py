@@ -23,6 +23,7 @@ from rmsprop_optax import _quantize, _transforms, presets
 
 Q8 = rmsprop_optax.quantized(8, min_size=0)
 Q4 = rmsprop_optax.quantized(4, min_size=0)
+QF = rmsprop_optax.quantized(8, min_size=0, map='float')
 
 CONFIGS = {
   'plain': lambda: rmsprop_optax.rmsprop(1e-3, accumulator_dtype=Q8),
@@ -58,6 +59,10 @@ CONFIGS = {
   ),
   'multi_steps': lambda: optax.MultiSteps(
     rmsprop_optax.rmsprop(1e-3, momentum=0.9, centered=True, accumulator_dtype=Q8), 2
+  ),
+  'float_map_plain': lambda: rmsprop_optax.rmsprop(1e-3, accumulator_dtype=QF),
+  'float_map_centered_momentum_coupled': lambda: rmsprop_optax.rmsprop(
+    1e-3, momentum=0.9, centered=True, weight_decay=0.1, accumulator_dtype=QF
   ),
 }
 
@@ -400,6 +405,11 @@ MEMORY_KINDS = {
     {'weight_decay': 0.1, 'weight_decay_mask': lambda u: {k: True for k in u}, 'momentum': 0.9},
     rmsprop_optax.quantized(8),
   ),
+  'float_map_plain': ({}, rmsprop_optax.quantized(8, map='float')),
+  'float_map_centered_momentum': (
+    {'centered': True, 'momentum': 0.9},
+    rmsprop_optax.quantized(8, map='float'),
+  ),
 }
 
 
@@ -535,13 +545,16 @@ def test_a_vector_without_whole_blocks_is_stepped_in_runs(kind):
 
 
 @pytest.mark.parametrize('shape', [(4096, 4096), (2**22 + 100,)], ids=['rows', 'vector'])
-def test_the_chunk_loop_copies_no_buffer(shape):
+@pytest.mark.parametrize('spec', [Q8, QF], ids=['dynamic', 'float'])
+def test_the_chunk_loop_copies_no_buffer(shape, spec):
   """Every read of an old slab comes before the write over it, so XLA copies nothing per chunk.
 
   Writing the scales before the step's output made XLA copy each scale array
-  twice per chunk (8% of the step's time).
+  twice per chunk (8% of the step's time). With the float map, XLA recomputed
+  the cheap dequantization inside the output's fusion, after the codes were
+  written, and copied the whole codes array every chunk (4x the step's time).
   """
-  opt = rmsprop_optax.rmsprop(1e-3, momentum=0.9, centered=True, accumulator_dtype=Q8)
+  opt = rmsprop_optax.rmsprop(1e-3, momentum=0.9, centered=True, accumulator_dtype=spec)
   params = {'w': jax.ShapeDtypeStruct(shape, jnp.float32)}
   state = jax.eval_shape(opt.init, params)
 

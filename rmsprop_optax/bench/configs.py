@@ -74,6 +74,20 @@ CONFIGS: dict[str, tuple[Callable[[], Any], Callable[[], Any], dict[str, Any] | 
     lambda: optax.rmsprop(LR),
     None,
   ),
+  # The float code map (``quantized(8, map='float')``): codes read and written
+  # with arithmetic instead of lookup tables.
+  'plain_q8f': (
+    lambda: rmsprop(LR, accumulator_dtype=quantized(8, map='float')),
+    lambda: optax.rmsprop(LR),
+    None,
+  ),
+  'centered_momentum_q8f': (
+    lambda: rmsprop(
+      LR, centered=True, momentum=MOMENTUM, accumulator_dtype=quantized(8, map='float')
+    ),
+    lambda: optax.rmsprop(LR, centered=True, momentum=MOMENTUM),
+    None,
+  ),
 }
 
 
@@ -82,11 +96,13 @@ QUANTIZED: dict[str, tuple[str, str]] = {
   'plain_q8': ('plain', 'q8'),
   'centered_momentum_q8': ('centered_momentum', 'q8'),
   'plain_q4': ('plain', 'q4'),
+  'plain_q8f': ('plain', 'q8f'),
+  'centered_momentum_q8f': ('centered_momentum', 'q8f'),
 }
 
 
 def state_label(config: str) -> str:
-  """``'float32'``, ``'q8'`` or ``'q4'``: how the config stores its state."""
+  """``'float32'``, ``'q8'``, ``'q8f'`` (the float map) or ``'q4'``: how the config stores its state."""
   return QUANTIZED[config][1] if config in QUANTIZED else 'float32'
 
 
