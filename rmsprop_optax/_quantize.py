@@ -222,21 +222,17 @@ def quantized(
       ``rounding='bitsandbytes'``. ``True`` is bitsandbytes' unsigned map as
       it is (``nu``'s map before this option); the signed map always keeps
       its 0.
-    map: ``'dynamic'`` (default): Dettmers et al.'s dynamic tree map, found
-      and read through lookup tables. ``'float'`` (8 bits, round-to-nearest
-      only): each code is a small floating-point number, read and written
-      with integer arithmetic on float32's bits and no table, which XLA
-      fuses with the rest of the step: on a 2-core CPU the plain 8-bit
-      step takes about 1.2x the float32-state step instead of about 7x
-      (``python -m rmsprop_optax bench``). Unsigned (``nu``): 5 exponent
-      and 3 mantissa bits, 256 positive values from ``1.125 * 2**-32`` to
-      1 (no 0: see ``unsigned_zero``). Signed (``mu``, the momentum
-      buffer): a sign, 4 exponent and 3 mantissa bits (float8 E4M3's
-      layout, without its infinities and NaN), magnitudes from ``1.25 *
-      2**-16`` to 1 and 0. Within that range the nearest code is within
-      1/16 of a value (relative) everywhere, where the dynamic map's is
-      within 1/256 near the block's largest and 1/14 a decade below it
-      (see :func:`float_map`).
+    map: ``'dynamic'`` (default): Dettmers et al.'s dynamic tree map, read
+      and written through lookup tables. ``'float'`` (8 bits,
+      round-to-nearest only): the same kind of tree in base 4 with binary
+      fractions (:func:`float_map`), whose codes are read and written with
+      integer arithmetic on float32's bits instead of tables; XLA fuses that
+      with the rest of the step, where on a CPU a table lookup is a gather,
+      a scalar loop. As fine near a block's largest element (steps of 1/128
+      to 1/64 of a value in [1/4, 1]), finer than the dynamic map below a
+      tenth of it, shorter at the bottom: ``nu`` down to ``2**-18`` of the
+      largest, ``mu`` and the momentum buffer ``2**-14`` (the dynamic map:
+      ``0.55e-7`` and ``1e-6``).
 
   Returns:
     A spec for ``accumulator_dtype=``: ``nu``, ``mu`` and the momentum buffer
@@ -644,63 +640,91 @@ def _bnb_lut(bits: int, signed: bool, unsigned_zero: bool) -> np.ndarray:
   return np.searchsorted(midpoints, values, side='left').astype(np.uint8)
 
 
-# The float map (``quantized(map='float')``): a code's value is a float32 whose
-# exponent and top three mantissa bits are the code plus an offset, so that
-# the largest code is 1.0. Unsigned: the code's 8 bits, 5 exponent and 3
-# mantissa (every code positive). Signed: bit 7 the sign, the low 7 bits a
-# magnitude of 4 exponent and 3 mantissa bits, magnitude 0 being 0.
-_FLOAT_SHIFT = 20  # float32's 23 mantissa bits less the map's 3
-_FLOAT_OFFSET = {False: (127 << 3) - 255, True: (127 << 3) - 127}
+# The float map (``quantized(map='float')``): see :func:`float_map`.
+def _magnitude_bits(signed: bool) -> int:
+  """Bits of a code's magnitude: 8 unsigned, 7 signed (bit 7 is the sign)."""
+  return 7 if signed else 8
 
 
 @functools.cache
 def float_map(signed: bool) -> np.ndarray:
   """The value of each code of ``quantized(map='float')``, indexed by code (float32).
 
-  Unsigned: ``2**(e - 31) * (1 + f / 8)`` for the code's bits ``eeeeefff``
-  less one (code 0 is ``1.125 * 2**-32``, code 255 is 1). Signed, bits
-  ``seeeefff``: magnitude code ``m = eeeefff`` stands for ``2**(e' - 15) *
-  (1 + f' / 8)`` of ``m + 889 - 1016`` (``m = 1``: ``1.25 * 2**-16``; 127:
-  1), 0 for ``m = 0``, negated when ``s`` is set. Either map rounds a
-  value to the nearest code by adding half a unit in the third mantissa
-  place to its float32 bits and truncating (ties away from 0); values
-  beyond the ends take the end codes (a signed magnitude up to half the
-  smallest code is 0).
+  A tapered floating-point code: the dynamic tree of Dettmers et al. in base
+  4, with binary fractions. A magnitude's ``n`` bits (8 unsigned, 7 signed)
+  with ``k`` leading zeros cover ``[4**-(k + 1), 4**-k)``: of its ``2**(n -
+  k - 1)`` codes, the first half step evenly through the lower power of 2,
+  the second half through the upper. So each power of 2 in [1/4, 1) holds
+  ``2**(n - 2)`` codes (64 unsigned, 32 signed: steps of 1/128 to 1/64 of
+  the value, as fine as the dynamic map's top decade), each lower pair half
+  as many, down to code 1, ``4**-n``. The largest code (all ones) is 1, a
+  block's largest element. Code 0 is ``4**-9`` unsigned (no 0, as with
+  ``unsigned_zero=False``) and 0 signed, whose bit 7 negates the value.
+  The smallest positive values are thus ``2**-18`` (``nu``) and ``2**-14``
+  (``mu``, the momentum buffer) of the block's largest, where the dynamic
+  map reaches ``0.55e-7`` and ``1e-6``. A code's float32 bits are linear in
+  the code within each power of 4, so reading one is a shift and an add,
+  and rounding to the nearest adds half a step to the value's bits and
+  truncates (ties go up; the codes at the two ends by comparison).
   """
-  c = np.arange(256, dtype=np.int32)
-  offset = _FLOAT_OFFSET[signed]
-  if not signed:
-    return ((c + offset) << _FLOAT_SHIFT).view(np.float32)
-  magnitude = c & 127
-  values = ((magnitude + offset) << _FLOAT_SHIFT).view(np.float32)
-  return np.where(magnitude > 0, np.where(c > 127, -values, values), np.float32(0))
+  with jax.ensure_compile_time_eval():
+    return np.asarray(_float_values(jnp.arange(256, dtype=jnp.uint8), signed))
 
 
 def _float_values(codes: jax.Array, signed: bool) -> jax.Array:
   """Each code's value under the float map (see :func:`float_map`)."""
   c = codes.astype(jnp.int32)
-  offset = _FLOAT_OFFSET[signed]
   if not signed:
-    return jax.lax.bitcast_convert_type((c + offset) << _FLOAT_SHIFT, jnp.float32)
-  magnitude = c & 127
-  bits = ((magnitude + offset) << _FLOAT_SHIFT) | ((c >> 7) << 31)
-  return jnp.where(magnitude > 0, jax.lax.bitcast_convert_type(bits, jnp.float32), 0.0)
+    return _tapered_values(c, 8, 4.0**-9)
+  value = _tapered_values(c & 127, 7, 0.0)
+  return jnp.where(c > 127, -value, value)
+
+
+def _tapered_values(c: jax.Array, n: int, bottom: float) -> jax.Array:
+  """The value of each ``n``-bit magnitude code ``c`` (int32); ``bottom``: code 0's."""
+  length = jnp.maximum(32 - jax.lax.clz(c), 1)  # bit length; k = n - length leading zeros
+  # Linear in the code within [4**-(k + 1), 4**-k): 2**(length - 2) codes per power of 2.
+  bits = ((c - (1 << (length - 1))) << (25 - length)) + ((125 - 2 * n + 2 * length) << 23)
+  value = jax.lax.bitcast_convert_type(bits, jnp.float32)
+  value = jnp.where(c == (1 << n) - 1, jnp.float32(1), value)
+  return jnp.where(c == 0, jnp.float32(bottom), value)
 
 
 def _float_codes(v: jax.Array, signed: bool) -> jax.Array:
   """The nearest float-map code of each ``v`` in [-1, 1] (see :func:`float_map`)."""
-  bits = jax.lax.bitcast_convert_type(v.astype(jnp.float32), jnp.int32)
-  offset = _FLOAT_OFFSET[signed]
-  half = 1 << (_FLOAT_SHIFT - 1)
+  v = v.astype(jnp.float32)
   if not signed:
-    # Negative bits (a -0.0) and NaN's wrap below 0 and take code 0.
-    return jnp.clip(((bits + half) >> _FLOAT_SHIFT) - offset, 0, 255).astype(jnp.uint8)
-  magnitude = jnp.clip((((bits & 0x7FFFFFFF) + half) >> _FLOAT_SHIFT) - offset, 0, 127)
-  # Below the smallest code, truncation gives 0; past half of it the code is nearer.
-  smallest = float(2.0**-16 * 1.25)
-  magnitude = jnp.where((magnitude == 0) & (jnp.abs(v) > smallest / 2), 1, magnitude)
-  sign = jnp.where(magnitude > 0, (bits >> 31) & 1, 0)
-  return (magnitude | (sign << 7)).astype(jnp.uint8)
+    return _tapered_codes(v, 8, 4.0**-9).astype(jnp.uint8)
+  magnitude = _tapered_codes(jnp.abs(v), 7, 0.0)
+  sign = jnp.where((magnitude > 0) & jnp.signbit(v), 128, 0)
+  return (magnitude | sign).astype(jnp.uint8)
+
+
+def _tapered_codes(a: jax.Array, n: int, bottom: float) -> jax.Array:
+  """The nearest ``n``-bit magnitude code (int32) of each ``a >= 0``; ``bottom``: code 0's value.
+
+  Within ``[4**-(k + 1), 4**-k)`` a code's value bits are linear in the code
+  and every power of 2 starts on a code, so adding half a step to ``a``'s
+  bits and truncating gives the nearest; a carry to the next power of 4
+  lands on its first code. Codes 0, 1 and 2 (``4**-n`` and ``4**-(n - 1)``
+  have no code between them) and the top code, 1, are chosen by comparison.
+  """
+  top = (1 << n) - 1
+  bits = jax.lax.bitcast_convert_type(a, jnp.int32)
+  # The power of 4 (clamped to the codes'; -0.0, whose bits are negative, lies past the bottom).
+  k = jnp.clip((126 - (bits >> 23)) >> 1, 0, n - 1)
+  shift = 25 - n + k
+  code = ((bits - ((125 - 2 * k) << 23) + (1 << (shift - 1))) >> shift) + (1 << (n - 1 - k))
+  one, two = 4.0**-n, 4.0 ** -(n - 1)
+  low = jnp.where(
+    a > jnp.float32((one + two) / 2), 2, jnp.where(a > jnp.float32((bottom + one) / 2), 1, 0)
+  )
+  code = jnp.where(a < jnp.float32(two), low, code)
+  # The top code stands for 1, not for the next step: the nearer of 1 and the code below it.
+  below_top = 1 - 2.0 ** -(n - 2)
+  near = jnp.where(a > jnp.float32((1 + below_top) / 2), top, top - 1)
+  code = jnp.where(code >= top, near, code)
+  return jnp.where(a >= 1, top, code)
 
 
 def quantizable(param: Any, spec: Quantized) -> bool:

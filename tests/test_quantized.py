@@ -52,18 +52,28 @@ def _zero_free_map_np(bits):
 def _float_map_np(signed):
   """``map='float'``, from its description, in float64, indexed by code.
 
-  Unsigned: 256 positive values, the k-th (from 0) ``2**((k + 1) // 8 - 32)
-  * (1 + ((k + 1) % 8) / 8)``: 8 per power of two, from ``1.125 * 2**-32``
-  to 1. Signed: the low 7 bits a magnitude of the same form from ``1.25 *
-  2**-16`` to 1 (``- 16`` in place of ``- 32``), magnitude 0 being 0; bit 7
-  the sign.
+  A magnitude of n bits (8 unsigned, 7 signed) with k leading zeros and bit
+  length L = n - k covers [4**-(k + 1), 4**-k): its 2**(L - 1) codes, the
+  first half in equal steps through the lower power of 2, the second half
+  through the upper. The all-ones code is 1; code 0 is 4**-9 unsigned and 0
+  signed; bit 7 of a signed code negates it.
   """
-  if not signed:
-    k = np.arange(256)
-    return np.ldexp(1 + ((k + 1) % 8) / 8, (k + 1) // 8 - 32)
-  m = np.arange(128)
-  magnitude = np.where(m > 0, np.ldexp(1 + ((m + 1) % 8) / 8, (m + 1) // 8 - 16), 0.0)
-  return np.concatenate([magnitude, -magnitude])
+  n = 7 if signed else 8
+  values = []
+  for c in range(2**n):
+    if c == 2**n - 1:
+      values.append(1.0)
+    elif c == 0:
+      values.append(0.0 if signed else 4.0**-9)
+    else:
+      length = c.bit_length()
+      k = n - length
+      t = c - 2 ** (length - 1)  # the code's place in its power of 4
+      per_binade = 2 ** (length - 2) if length >= 2 else 1
+      upper, step = divmod(t, per_binade)
+      values.append(4.0 ** -(k + 1) * 2.0**upper * (1 + step / per_binade))
+  values = np.asarray(values)
+  return np.concatenate([values, -values]) if signed else values
 
 
 def _table_np(bits, signed, unsigned_zero, map='dynamic'):
@@ -192,13 +202,16 @@ def test_float_map_is_its_definition(signed):
   table = _quantize.float_map(signed)
   assert table.shape == (256,) and table.dtype == np.float32
   np.testing.assert_array_equal(table.astype(np.float64), _float_map_np(signed))
+  magnitudes = table[:128] if signed else table
+  assert np.all(np.diff(magnitudes) > 0) and magnitudes[-1] == 1.0
   if signed:
-    assert table[127] == 1.0 and table[255] == -1.0 and table[0] == 0.0
+    assert table[0] == 0.0 and table[255] == -1.0 and table[1] == 2.0**-14
   else:
-    assert np.all(np.diff(table) > 0) and table[0] > 0 and table[-1] == 1.0
-  # Relative spacing: 1/8 at a power of two, 1/16 of a value at most for rounding.
-  positive = np.sort(table[table > 0].astype(np.float64))
-  assert np.max(np.diff(positive) / positive[1:]) <= 1 / 8 + 1e-12
+    assert table[0] == 2.0**-18
+  # In [1/4, 1]: 2**(n - 2) codes per power of 2, spacing at most 1/64 (1/32 signed) of the upper.
+  top = magnitudes[magnitudes >= 0.25].astype(np.float64)
+  assert len(top) == 2 ** (6 if signed else 7)  # the top code, all ones, is 1 itself
+  assert np.max(np.diff(top) / top[1:]) <= (1 / 32 if signed else 1 / 64) + 1e-12
 
 
 @pytest.mark.parametrize('signed', [False, True])
@@ -226,9 +239,9 @@ def test_float_map_quantize_picks_the_nearest_code_and_dequantizes(signed, shape
   scale = np.repeat(want_scale, b, axis=-1)[..., : shape[-1]]
   nonzero = scale > 0
   if signed:
-    # Within 1/16 of itself, or of half the smallest code (1.25 * 2**-16) times the scale.
-    bound = np.maximum(np.abs(x) / 16, 0.625 * 2.0**-16 * scale)[nonzero]
-    assert np.all(np.abs(got - x)[nonzero] <= bound * (1 + 1e-6))
+    # Half a spacing: at most 1/64 of a value above a quarter of the scale.
+    high = nonzero & (np.abs(x) >= scale / 4)
+    assert np.all(np.abs(got - x)[high] <= np.abs(x)[high] / 64 * (1 + 1e-6))
   else:
     # No 0: a positive nu never reads 0 in a block that is not all zero.
     assert not np.any((got == 0) & nonzero)
@@ -245,7 +258,7 @@ def test_float_codes_are_nearest_for_every_kind_of_float(signed):
     np.nextafter(midpoints, np.float32(2)),
     np.nextafter(midpoints, np.float32(-2)),
     rng.uniform(-1, 1, 100_000) * 10.0 ** rng.uniform(-45, 0, 100_000),  # denormals too
-    [0.0, -0.0, 1.0, -1.0, 1e-45, 2.0**-16 * 0.625, 2.0**-16 * 0.6251, 2.0**-33, 1.0000001],
+    [0.0, -0.0, 1.0, -1.0, 1e-45, 2.0**-14, 2.5 * 4.0**-7, 2.0**-17, 1.0000001, 0.9921875],
   ]
   v = np.concatenate([np.asarray(x, np.float32) for x in values])
   if not signed:
