@@ -85,6 +85,20 @@ the step's temporaries: 300 leaves ``(64 + i, 128)`` (8.2M elements) held 60
 MiB with centered + momentum state (260 stepped alone; the float32-state
 step holds none), plain 41 (71).
 
+The float map (``quantized(map='float')``, :func:`float_map`) is the same
+kind of tree in base 4 with binary fractions, chosen so that a code's
+float32 bits are linear in the code within each power of 4: reading one is
+a shift and an add and rounding one a shift, where the dynamic map needs a
+gather and a bucketed search, scalar loops on XLA:CPU. Its codes are as
+fine as the dynamic map's near a block's largest element, finer below a
+tenth of it, and end higher: ``2**-18`` of the largest for ``nu`` (the
+dynamic map: ``0.55e-7``), ``2**-14`` for ``mu`` and the momentum buffer
+(``1e-6``). A plain, evenly spread 8-bit float (5 exponent and 3 mantissa
+bits) was measured first and rejected: over ten seeds of the matrix
+factorisation demo its held-out RMSE moved +0.00104 (SE 0.00002) from
+float32 state, the dynamic map's +0.00037 (0.00001), the tapered one's
++0.00022 (0.00001).
+
 Rounding is to the nearest code; stochastic rounding is not offered. It would
 need a PRNG key in the state (split every step, checkpointed and sharded with
 the rest), and what it removes is bias, which round-to-nearest does not show
@@ -1409,7 +1423,17 @@ def _after(x: jax.Array, codes_and_scales: list[jax.Array]) -> jax.Array:
 
 
 def _dequantize_all(moments: list[QuantizedArray], tables: list[Tables]) -> list[jax.Array]:
-  """Each moment's float32 values; the float map's computed once, into buffers of their own."""
+  """Each moment's float32 values, as a chunk's step reads them.
+
+  The dynamic map's values come from a gather, which XLA computes once into
+  a buffer of its own. The float map's are a few integer operations that XLA
+  recomputes inside every fusion that reads them, the output's included, and
+  that one runs after the new codes are written over the old: XLA then
+  copied the whole codes array every chunk (the step took 4x as long).
+  ``optimization_barrier`` and an opaque division did not keep it from
+  recomputing; a conditional's result is a buffer (both branches are the
+  same, and the predicate, a scale's sign bit, is unknown to the compiler).
+  """
   if not any(q.map == 'float' for q in moments):
     return [q.dequantize(t) for q, t in zip(moments, tables)]
 

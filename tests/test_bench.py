@@ -24,7 +24,11 @@ FLOAT_CONFIGS = [c for c in CONFIGS if c not in bench.QUANTIZED]
 QUANTIZED_CONFIGS = list(bench.QUANTIZED)
 # Quantized state against optax after 3 steps: max |p_ours - p_optax| over the
 # largest param change (the stored moments are rounded; 4-bit codes span only a few decades).
-QUANTIZED_UPDATE_RTOL = {'q8': 0.05, 'q4': 0.5}
+# The float map ends at 2**-18 of a block's largest nu (the dynamic map at 0.55e-7): an element
+# whose gradient is under about 2**-9 of its block's largest reads nu there and steps short. The
+# worst element of the check's leaf (gradient 7e-4 of its row's largest) moved 0.05-0.10 of the
+# largest step off optax's; the 99.9th percentile 0.004 (dynamic map: 0.014 and 0.005).
+QUANTIZED_UPDATE_RTOL = {'q8': 0.05, 'q8f': 0.15, 'q4': 0.5}
 
 
 def _finite_positive(x: object) -> bool:
@@ -121,7 +125,7 @@ def _check_quantized_row(row: dict) -> None:
   assert 'torch' not in row['seconds']
   assert _finite_positive(row['iters_per_sample_ours'])
   # About 1 byte (4 bits: half a byte) + 4 / block_size per element, plus the step count.
-  goal = {'q8': 0.27, 'q4': 0.14}[row['state']]
+  goal = {'q8': 0.27, 'q8f': 0.27, 'q4': 0.14}[row['state']]
   assert row['state_ratio_vs_float32'] <= goal
   assert (
     row['state_ratio_vs_float32']

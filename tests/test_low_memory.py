@@ -97,7 +97,7 @@ def test_verdicts_table_rows():
 def test_8bit_state_learns(result):
   digits = result['apps']['digits']['finals']
   mf = result['apps']['matrix_factorization']['finals']
-  for label in ('float32 state', '8-bit state'):
+  for label in ('float32 state', '8-bit state', '8-bit float state'):
     assert min(digits[label]) > DIGITS_MIN_ACCURACY, label
     assert max(mf[label]) < MF_MAX_RMSE, label
 
@@ -106,6 +106,7 @@ def test_state_is_smaller(result):
   for app, per_spec in result['summary'].items():
     r8, r4 = per_spec['8-bit state']['state_ratio'], per_spec['4-bit state']['state_ratio']
     assert r4 < r8 < 0.45, app  # small models: short last axes, so one scale per few elements
+    assert per_spec['8-bit float state']['state_bytes'] == per_spec['8-bit state']['state_bytes']
 
 
 def test_quantized_leaf_bytes_at_a_realistic_size():

@@ -37,7 +37,8 @@ Everything is measured in one process so the ratios compare like with like:
 * peak memory: ``compiled.memory_analysis()`` (arguments + outputs - aliased +
   temporaries) against params + grads + state;
 * quantized state (configs ``plain_q8``, ``centered_momentum_q8``,
-  ``plain_q4``: ``accumulator_dtype=quantized(8)`` or ``quantized(4)``): each
+  ``plain_q4``: ``accumulator_dtype=quantized(8)`` or ``quantized(4)``;
+  ``plain_q8f``, ``centered_momentum_q8f``: ``quantized(8, map='float')``): each
   row times ours with quantized state, ``optax.rmsprop`` with the same
   settings, the A/A control and ours with float32 state (``float32_state``)
   in one rotation (a Williams square of four orders); it reports the state

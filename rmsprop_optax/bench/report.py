@@ -68,7 +68,11 @@ QUANTIZED_NOTE = (
   'second core about as well as the whole-array step does. Larger chunks were slower (2**20 '
   'elements: 1.3x the time of 2**17), and XLA_FLAGS '
   '--xla_cpu_enable_concurrency_optimized_scheduler or --xla_cpu_parallel_codegen_split_count '
-  'changed nothing beyond noise.'
+  "changed nothing beyond noise. The float map (q8f rows, quantized(8, map='float')) reads and "
+  'rounds its codes with shifts and adds instead of the lookups; profiled once (same step, '
+  'about 55 ms): the codes kernel 8.6 ms, the output kernel 8.2 ms, the copy of the undonated '
+  'gradient 10.8 ms, reading the gradient 5.9 ms, apply_updates 4.2 ms, the block absmax 3.4 ms '
+  '(and 2.9 ms to write its input), reading the codes and their values 7.4 ms.'
 )
 
 # Printed at the end: how to read the figures on XLA:CPU. What this run measures is in the

@@ -60,6 +60,7 @@ MIN_SIZE = 0  # quantize every leaf with a shape (see the module docstring)
 SPECS: dict[str, rmsprop_optax.Quantized | None] = {
   'float32 state': None,
   '8-bit state': rmsprop_optax.quantized(8, min_size=MIN_SIZE),
+  '8-bit float state': rmsprop_optax.quantized(8, min_size=MIN_SIZE, map='float'),
   '4-bit state': rmsprop_optax.quantized(4, min_size=MIN_SIZE),
 }
 HIGHER_IS_BETTER = {
@@ -274,6 +275,7 @@ def assemble(per_app: dict[str, dict[str, Any]], *, fast: bool) -> dict[str, Any
 SPEC_STYLE = {
   'float32 state': dict(color='#1f77b4', linestyle='-'),
   '8-bit state': dict(color='#ff7f0e', linestyle='--'),
+  '8-bit float state': dict(color='#d62728', linestyle='-.'),
   '4-bit state': dict(color='#2ca02c', linestyle=':'),
 }
 
