@@ -1431,8 +1431,12 @@ def _dequantize_all(moments: list[QuantizedArray], tables: list[Tables]) -> list
   that one runs after the new codes are written over the old: XLA then
   copied the whole codes array every chunk (the step took 4x as long).
   ``optimization_barrier`` and an opaque division did not keep it from
-  recomputing; a conditional's result is a buffer (both branches are the
-  same, and the predicate, a scale's sign bit, is unknown to the compiler).
+  recomputing; a conditional's result is a buffer. Both branches are the
+  same, and the predicate is a constant behind an ``optimization_barrier``,
+  which XLA neither folds nor moves between devices (one read from the
+  state, such as a scale's sign bit, made it gather that element across
+  devices). A leaf of one chunk takes the same path, so that its arithmetic
+  is rounded as a chunked leaf's (no multiply-add across the values).
   """
   if not any(q.map == 'float' for q in moments):
     return [q.dequantize(t) for q, t in zip(moments, tables)]
@@ -1444,7 +1448,8 @@ def _dequantize_all(moments: list[QuantizedArray], tables: list[Tables]) -> list
     ]
 
   arrays = [a for q in moments for a in (q.codes, q.scale)]
-  pred = jax.lax.bitcast_convert_type(moments[0].scale.reshape(-1)[0], jnp.int32) >= 0
+  # An always-true predicate that XLA cannot fold, the same on every device.
+  pred = jax.lax.optimization_barrier(jnp.int32(0)) >= 0
   return jax.lax.cond(pred, values, values, arrays)
 
 

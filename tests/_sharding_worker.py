@@ -277,8 +277,8 @@ def case_quantized() -> dict[str, Any]:
     for i in range(STEPS)
   ]
   out: dict[str, Any] = {}
-  for bits in (8, 4):
-    spec = rmsprop_optax.quantized(bits, block_size=64, min_size=1024)
+  for label, bits, code_map in (('q8', 8, 'dynamic'), ('q4', 4, 'dynamic'), ('q8f', 8, 'float')):
+    spec = rmsprop_optax.quantized(bits, block_size=64, min_size=1024, map=code_map)
     opt = rmsprop_optax.rmsprop(1e-2, momentum=0.9, centered=True, accumulator_dtype=spec)
     apply = _apply_step(opt)
     ref_p = jax.device_put(params0, jax.devices()[0])
@@ -301,7 +301,7 @@ def case_quantized() -> dict[str, Any]:
           want = NamedSharding(mesh, specs[name])
           for part in (tree.codes[name], tree.scale[name]):
             assert want.is_equivalent_to(part.sharding, part.ndim), (
-              f'{bits}-bit {stage}: {jax.tree_util.keystr(path)}[{name!r}] has '
+              f'{label} {stage}: {jax.tree_util.keystr(path)}[{name!r}] has '
               f'{part.sharding}, its param {p[name].sharding}'
             )
           checked += 1
@@ -311,8 +311,8 @@ def case_quantized() -> dict[str, Any]:
     equal = sum(int(np.sum(np.asarray(a) == np.asarray(b))) for a, b in zip(codes, ref_codes))
     total = sum(a.size for a in codes)
     err = _max_rel_err(p, ref_p)
-    assert err <= SHARDED_RTOL, f'{bits}-bit: params relative error {err:.3g} > {SHARDED_RTOL}'
-    out[f'q{bits}'] = {'codes_equal': equal, 'codes_total': total, 'params_rel_err': err}
+    assert err <= SHARDED_RTOL, f'{label}: params relative error {err:.3g} > {SHARDED_RTOL}'
+    out[label] = {'codes_equal': equal, 'codes_total': total, 'params_rel_err': err}
   _quantize.CHUNK_ELEMENTS = default_chunk
   _transforms._jit_with_constants.cache_clear()
   return out
@@ -487,11 +487,14 @@ def case_step_memory() -> dict[str, Any]:
     params = {'w': jax.ShapeDtypeStruct(shape, jnp.float32, sharding=NamedSharding(mesh, spec))}
     x = jax.ShapeDtypeStruct((8, shape[-2]), jnp.float32, sharding=NamedSharding(mesh, P()))
     cm = {'centered': True, 'momentum': 0.9}
+    QF = rmsprop_optax.quantized(8, map='float')  # noqa: N806
     for name, opt in (
       ('float32', rmsprop_optax.rmsprop(1e-3)),
       ('q8', rmsprop_optax.rmsprop(1e-3, accumulator_dtype=rmsprop_optax.quantized(8))),
       ('float32_cm', rmsprop_optax.rmsprop(1e-3, **cm)),
       ('q8_cm', rmsprop_optax.rmsprop(1e-3, accumulator_dtype=rmsprop_optax.quantized(8), **cm)),
+      ('q8f', rmsprop_optax.rmsprop(1e-3, accumulator_dtype=QF)),
+      ('q8f_cm', rmsprop_optax.rmsprop(1e-3, accumulator_dtype=QF, **cm)),
     ):
       plan = rmsprop_optax.step_memory(opt, params, loss, x)
       hlo = (

@@ -57,15 +57,17 @@ def test_state_sharded_like_params_and_equal_to_one_device(case):
 
 def test_quantized_state_sharded_like_params_and_equal_to_one_device():
   result = run_case('quantized')
-  for bits in ('q8', 'q4'):
+  for bits in ('q8', 'q4', 'q8f'):
     assert result[bits]['codes_equal'] == result[bits]['codes_total'] > 0, result[bits]
     assert result[bits]['params_rel_err'] <= 1e-6
 
 
 def test_quantized_step_memory_per_device_and_no_new_collective():
   result = run_case('step_memory')
-  for layout, settings in itertools.product(('fsdp', 'dm', 'stacked', 'few_rows'), ('', '_cm')):
-    f32, q8 = result[f'{layout}_float32{settings}'], result[f'{layout}_q8{settings}']
+  for layout, settings, code_map in itertools.product(
+    ('fsdp', 'dm', 'stacked', 'few_rows'), ('', '_cm'), ('q8', 'q8f')
+  ):
+    f32, q8 = result[f'{layout}_float32{settings}'], result[f'{layout}_{code_map}{settings}']
     # 2**24 float32 per moment over the devices that hold a shard of it: 4 ('model') or all 8.
     shards = 4 if layout == 'dm' else 8
     moments = 3 if settings else 1
