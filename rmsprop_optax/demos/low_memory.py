@@ -2,7 +2,8 @@
 
 Each application demo (``digits``, ``char_lstm``, ``dqn``,
 ``matrix_factorization``) trains its RMSprop alone (``run_rmsprop``) with the
-state stored as float32, as ``quantized(8)`` and as ``quantized(4)``
+state stored as float32, as ``quantized(8)``, as ``quantized(8, map='float')``
+(the tapered floating-point code) and as ``quantized(4)``
 (:func:`rmsprop_optax.quantized`: blockwise codes with one float32 scale per
 block, after Dettmers et al., "8-bit Optimizers via Block-wise Quantization",
 ICLR 2022, arXiv:2110.02861), for several random seeds (the seed sets the
@@ -34,6 +35,9 @@ greedy return with float32 state spans a factor of three, mean 186.7
 state's, 187.2 (97.94–288.4), lie inside that range; so do both means on the
 other three applications (e.g. digits test accuracy: float32 0.9797
 (0.975–0.9861), 8-bit 0.9797 (0.9694–0.9833), 4-bit 0.9811 (0.9778–0.9861)).
+So do the float map's (DQN 205.0 (86.72–500.0), digits 0.9797
+(0.9722–0.9833)); paired by seed, its matrix factorisation RMSE is
++0.00023 (SE 0.00001) above float32's, the dynamic map's +0.00037 (0.00001).
 """
 
 from __future__ import annotations
