@@ -248,6 +248,38 @@ def test_float_map_quantize_picks_the_nearest_code_and_dequantizes(signed, shape
 
 
 @pytest.mark.parametrize('signed', [False, True])
+def test_float_map_flat_layout_is_the_flattened_array(signed):
+  x = np.random.default_rng(3).standard_normal((7, 100)).astype(np.float32)
+  x = x if signed else x**2
+  q = _quantize.quantize(
+    jnp.asarray(x),
+    bits=8,
+    block_size=64,
+    signed=signed,
+    layout='flat',
+    unsigned_zero=False,
+    map='float',
+  )
+  want_codes, want_scale = _nearest_codes_np(x.reshape(-1), 8, 64, signed, False, map='float')
+  np.testing.assert_array_equal(np.asarray(q.codes).reshape(-1), want_codes)
+  np.testing.assert_array_equal(np.asarray(q.scale), want_scale)
+  want = _dequantize_np(want_codes, want_scale, 8, 64, signed, False, map='float')
+  np.testing.assert_array_equal(np.asarray(q.dequantize()).reshape(-1), want)
+
+
+def test_float_map_settings_are_checked_below_the_spec_too():
+  x = jnp.ones((2, 8))
+  with pytest.raises(ValueError, match="quantize: map='float' needs bits=8"):
+    _quantize.quantize(x, bits=4, block_size=8, signed=False, unsigned_zero=False, map='float')
+  with pytest.raises(ValueError, match="quantize: map='float' has no code for 0"):
+    _quantize.quantize(x, bits=8, block_size=8, signed=False, unsigned_zero=True, map='float')
+  with pytest.raises(ValueError, match='QuantizedArray: `map` must be one of'):
+    rmsprop_optax.QuantizedArray(
+      jnp.zeros(8, jnp.uint8), jnp.ones(1), (8,), 8, 8, False, unsigned_zero=False, map='fp8'
+    )
+
+
+@pytest.mark.parametrize('signed', [False, True])
 def test_float_codes_are_nearest_for_every_kind_of_float(signed):
   table = _float_map_np(signed)
   rng = np.random.default_rng(5)

@@ -133,7 +133,7 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
     "device; q8: quantized(8), q8f: quantized(8, map='float'):",
     '',
     '| devices | layout | settings | leaf | state MiB f32 / q8 | temp MiB f32 / q8 / q8f '
-    '| peak MiB f32 / q8 / q8f | q8 / f32 peak | collectives f32 / q8 / q8f '
+    '| peak MiB f32 / q8 / q8f | q8, q8f / f32 peak | collectives f32 / q8 / q8f '
     '| ms f32 / q8 / q8f | q8 / f32 time | q8f / f32 time |',
     '|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
@@ -145,7 +145,7 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
       f'| {mib(f["state_bytes"])} / {mib(q["state_bytes"])} '
       f'| {mib(f["temp_bytes"])} / {mib(q["temp_bytes"])} / {mib(h["temp_bytes"])} '
       f'| {mib(f["peak_bytes"])} / {mib(q["peak_bytes"])} / {mib(h["peak_bytes"])} '
-      f'| {r["q8_over_float32_peak"]:.2f} '
+      f'| {r["q8_over_float32_peak"]:.2f}, {r["q8f_over_float32_peak"]:.2f} '
       f'| {f["collectives"]} / {q["collectives"]} / {h["collectives"]} '
       f'| {1e3 * ms["float32"]:.1f} / {1e3 * ms["q8"]:.1f} / {1e3 * ms["q8f"]:.1f} '
       f'| {r["q8_over_float32_time"]:.2f} | {r["q8f_over_float32_time"]:.2f} |'
