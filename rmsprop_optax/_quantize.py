@@ -665,12 +665,6 @@ def _bnb_lut(bits: int, signed: bool, unsigned_zero: bool) -> np.ndarray:
   return np.searchsorted(midpoints, values, side='left').astype(np.uint8)
 
 
-# The float map (``quantized(map='float')``): see :func:`float_map`.
-def _magnitude_bits(signed: bool) -> int:
-  """Bits of a code's magnitude: 8 unsigned, 7 signed (bit 7 is the sign)."""
-  return 7 if signed else 8
-
-
 @functools.cache
 def float_map(signed: bool) -> np.ndarray:
   """The value of each code of ``quantized(map='float')``, indexed by code (float32).
