@@ -489,18 +489,8 @@ def quantize(
       map=map,
       tables=tables,
     )
-    codes = flat.codes.reshape(x.shape)
-    return QuantizedArray(
-      codes,
-      flat.scale,
-      tuple(x.shape),
-      bits,
-      block_size,
-      signed,
-      layout,
-      rounding,
-      unsigned_zero=unsigned_zero,
-      map=map,
+    return dataclasses.replace(
+      flat, codes=flat.codes.reshape(x.shape), shape=tuple(x.shape), layout=layout
     )
   shape = tuple(x.shape)
   n = shape[-1]
