@@ -346,25 +346,32 @@ def test_torch_runs_on_the_device_jax_runs_on() -> None:
 
 
 def test_training_step_table_on_one_device() -> None:
-  from rmsprop_optax.bench import training_step
+  from rmsprop_optax.bench import configs, training_step
 
   rows = training_step.measure(quick=True, repeats=1)
-  assert [(r['layout'], r['settings']) for r in rows] == [
-    ('one device', 'plain'),
-    ('one device', 'centered_momentum'),
+  tree = configs.transformer_tree(quick=True)
+  assert [(r['layout'], r['settings'], r['params']) for r in rows] == [
+    ('one device', 'plain', '2048x2048'),
+    ('one device', 'centered_momentum', '2048x2048'),
+    ('one device', 'plain', f'transformer ({len(tree)} leaves)'),
+    ('one device', 'centered_momentum', f'transformer ({len(tree)} leaves)'),
   ]
+  assert rows[2]['elements'] == sum(math.prod(s) for s in tree.values())
   for r in rows:
     f32, q8 = r['float32'], r['q8']
-    n = r['n'] * r['n']
     moments = 1 if r['settings'] == 'plain' else 3
+    assert r['q8f']['state_bytes'] == q8['state_bytes'] < f32['state_bytes'] / 2, r
+    assert q8['collectives'] == f32['collectives'] == r['q8f']['collectives'] == 0
+    assert min(r['seconds'].values()) > 0 and r['q8f_over_float32_time'] > 0
+    if r['params'] != '2048x2048':
+      continue
+    n = r['elements']
     assert f32['state_bytes'] == 4 * moments * n + 4
     assert q8['state_bytes'] == moments * (n + 4 * n // 256) + 4  # codes and a scale per block
     assert r['q8_over_float32_peak'] < 0.8, r
-    assert r['q8f']['state_bytes'] == q8['state_bytes']
     # The float map's step holds the dynamic map's chunk temporaries, to a few hundred bytes.
     assert abs(r['q8f']['temp_bytes'] - q8['temp_bytes']) < 4096, r
     assert r['q8f_over_float32_peak'] < 0.8, r
-    assert q8['collectives'] == f32['collectives'] == r['q8f']['collectives'] == 0
-    assert min(r['seconds'].values()) > 0 and r['q8f_over_float32_time'] > 0
   lines = training_step.format_rows(rows)
-  assert sum(line.startswith('| 1 | one device |') for line in lines) == 2
+  assert sum(line.startswith('| 1 | one device |') for line in lines) == 4
+  assert sum('| transformer (' in line for line in lines) == 2
