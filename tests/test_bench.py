@@ -345,27 +345,36 @@ def test_torch_runs_on_the_device_jax_runs_on() -> None:
   assert bench.torch_device(_NoCuda) == 'cpu'
 
 
-def test_training_step_table_on_one_device() -> None:
+@pytest.mark.slow
+def test_training_step_table(results: dict) -> None:
   from rmsprop_optax.bench import configs, training_step
 
-  rows = training_step.measure(quick=True, repeats=1)
+  rows = results['quantized_state']['training_step']
   tree = configs.transformer_tree(quick=True)
-  assert [(r['layout'], r['settings'], r['params']) for r in rows] == [
-    ('one device', 'plain', '2048x2048'),
-    ('one device', 'centered_momentum', '2048x2048'),
-    ('one device', 'plain', f'transformer ({len(tree)} leaves)'),
-    ('one device', 'centered_momentum', f'transformer ({len(tree)} leaves)'),
+  leaf, tree_label = '2048x2048', f'transformer ({len(tree)} leaves)'
+  assert [(r['devices'], r['layout'], r['settings'], r['params']) for r in rows] == [
+    (1, 'one device', 'plain', leaf),
+    (1, 'one device', 'centered_momentum', leaf),
+    (1, 'one device', 'plain', tree_label),
+    (1, 'one device', 'centered_momentum', tree_label),
+    (8, 'rows', 'plain', leaf),
+    (8, 'rows', 'centered_momentum', leaf),
+    (8, 'columns', 'plain', leaf),
+    (8, 'columns', 'centered_momentum', leaf),
   ]
   assert rows[2]['elements'] == sum(math.prod(s) for s in tree.values())
   for r in rows:
     f32, q8 = r['float32'], r['q8']
     moments = 1 if r['settings'] == 'plain' else 3
     assert r['q8f']['state_bytes'] == q8['state_bytes'] < f32['state_bytes'] / 2, r
-    assert q8['collectives'] == f32['collectives'] == r['q8f']['collectives'] == 0
+    # Sharded over rows, the gradient is summed over the devices' rows (one
+    # collective); the quantized step adds none.
+    assert q8['collectives'] == f32['collectives'] == r['q8f']['collectives']
+    assert f32['collectives'] == (1 if r['layout'] == 'rows' else 0)
     assert min(r['seconds'].values()) > 0 and r['q8f_over_float32_time'] > 0
-    if r['params'] != '2048x2048':
+    if r['params'] != leaf:
       continue
-    n = r['elements']
+    n = r['elements'] // r['devices']  # per device
     assert f32['state_bytes'] == 4 * moments * n + 4
     assert q8['state_bytes'] == moments * (n + 4 * n // 256) + 4  # codes and a scale per block
     assert r['q8_over_float32_peak'] < 0.8, r
@@ -374,4 +383,5 @@ def test_training_step_table_on_one_device() -> None:
     assert r['q8f_over_float32_peak'] < 0.8, r
   lines = training_step.format_rows(rows)
   assert sum(line.startswith('| 1 | one device |') for line in lines) == 4
+  assert sum(line.startswith('| 8 | ') for line in lines) == 4
   assert sum('| transformer (' in line for line in lines) == 2
