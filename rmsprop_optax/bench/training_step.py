@@ -50,7 +50,7 @@ COLLECTIVES = ('all-gather', 'all-reduce', 'all-to-all', 'collective-permute', '
 
 def _loss(params: Any, xs: Any) -> jax.Array:
   # Each leaf (rows first) against its own small batch: a gradient as large as the params.
-  return sum(jnp.sum((xs[k] @ w) ** 2) for k, w in params.items())
+  return jnp.sum(jnp.stack([jnp.sum((xs[k] @ w) ** 2) for k, w in params.items()]))
 
 
 def _step(opt: Any) -> Any:
