@@ -191,9 +191,12 @@ def step_leaves(
   None). Small leaves with quantized state are joined into one leaf, stepped
   once and split again (:func:`rmsprop_optax._quantize.leaf_groups`), which
   compiles into a few kernels instead of a few per leaf; the results are the
-  same (one exception: :func:`rmsprop_optax._quantize.leaf_groups`).
+  same (one exception: :func:`rmsprop_optax._quantize.leaf_groups`). Each
+  group is joined after the group before it is stepped, so the step holds
+  one group's joined copies at a time (:func:`rmsprop_optax._quantize.join`).
   """
   results: list[Any] = [None] * len(xs)
+  previous: jax.Array | None = None  # the joined output of the group stepped last
   for members in _quantize.leaf_groups(xs, stored, inputs):
     if len(members) == 1:
       (i,) = members
@@ -202,7 +205,8 @@ def step_leaves(
     # leaf_groups joins only leaves whose moments are all quantized.
     moments = [cast(list[_quantize.QuantizedArray], stored[i]) for i in members]
     parts = ([xs[i] for i in members], moments)
-    out, new = step(*_quantize.join(*parts, [inputs[i] for i in members]))
+    out, new = step(*_quantize.join(*parts, [inputs[i] for i in members], after=previous))
+    previous = out
     for i, result in zip(members, _quantize.split(out, new, *parts), strict=True):
       results[i] = result
   return results
