@@ -115,8 +115,8 @@ donated (``python -m rmsprop_optax bench``, its training-step table: one
 transformer), two runs on a 2-core x86 CPU took 2.0-2.4x the
 float32-state step's time plain and 2.7-3.7x centered with momentum, and
 with ``map='float'`` 1.6-1.9x and 2.0-2.5x. With the gradient an argument
-of the jitted step instead (bench's main table), 6.8-8.6x and 4.8-6.0x:
-the loop writes the update over the gradient, so XLA first copies a
+of the jitted step instead (bench's main table), 6.8-8.6x (``map='float'``:
+4.8-6.0x), plain or centered with momentum alike: the loop writes the update over the gradient, so XLA first copies a
 gradient that it does not own (donating it does not help: no output takes
 its buffer), and the float32-state step fuses the update into
 ``apply_updates``, which the loop cannot. Compute the gradient in the
