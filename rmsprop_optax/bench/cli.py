@@ -46,7 +46,11 @@ Everything is measured in one process so the ratios compare like with like:
   peak memory and XLA traffic of the donated quantized step, and the step
   time over float32-state ours and over optax. A state-bytes table gives
   float32, 8-bit and 4-bit state for every tree, and "where the time goes"
-  times the parts of the 8-bit step alone on one flat leaf. ``--quick`` times
+  times the parts of the 8-bit step alone on one flat leaf. A training-step
+  table (:mod:`rmsprop_optax.bench.training_step`) times float32, 8-bit and
+  8-bit ``map='float'`` state in a step that computes its gradient, with
+  per-device state, temporaries, peak and collectives: one 4096x4096 leaf on
+  1 and 8 devices, and the transformer tree on one. ``--quick`` times
   the quantized rows on the one-leaf tree only; a row whose tree has no leaf
   of ``min_size`` (4096) elements is skipped (its state is all float32).
 
