@@ -116,11 +116,11 @@ transformer), two runs on a 2-core x86 CPU took 2.0-2.4x the
 float32-state step's time plain and 2.7-3.7x centered with momentum, and
 with ``map='float'`` 1.6-1.9x and 2.0-2.5x. With the gradient an argument
 of the jitted step instead (bench's main table), 6.8-8.6x (``map='float'``:
-4.8-6.0x), plain or centered with momentum alike: the loop writes the update over the gradient, so XLA first copies a
-gradient that it does not own (donating it does not help: no output takes
-its buffer), and the float32-state step fuses the update into
-``apply_updates``, which the loop cannot. Compute the gradient in the
-jitted step that applies it.
+4.8-6.0x), plain or centered with momentum alike: the loop writes the
+update over the gradient, so XLA first copies a gradient that it does not
+own (donating it does not help: no output takes its buffer), and the
+float32-state step fuses the update into ``apply_updates``, which the loop
+cannot. Compute the gradient in the jitted step that applies it.
 
 Rounding is to the nearest code; stochastic rounding is not offered. It would
 need a PRNG key in the state (split every step, checkpointed and sharded with
@@ -1115,7 +1115,7 @@ def join(
 
   ``after``: the joined output of the group stepped before, which every
   concatenated part is made to wait for with a zero
-  OR-ed into its bits (:func:`_zero_after`), values unchanged. XLA orders
+  OR-ed into its bits (:func:`_or_bits`), values unchanged. XLA orders
   kernels only by data dependence, and without it XLA:CPU scheduled every
   group's concatenations before the first group's step, holding all their
   copies at once: temporaries that grew with the number of leaves.
@@ -1125,12 +1125,13 @@ def join(
   chunks = _ceil_div(rows * b, CHUNK_ELEMENTS)
   padded = rows if chunks == 1 else _ceil_div(rows, 8 * chunks) * 8 * chunks
 
-  zero = None if after is None else _zero_after(after)
+  # From the previous group's first element: a 0 that XLA cannot fold.
+  zero = None if after is None else _sign_zero(after.reshape(-1)[0].astype(jnp.float32))
 
   def cat(arrays: list[Any], width: int) -> jax.Array:
     parts = [a.reshape(-1, width) for a in arrays]
     if zero is not None:
-      parts = [_or_zero(a, zero) for a in parts]
+      parts = [_or_bits(a, zero) for a in parts]
     if padded > rows:
       parts.append(jnp.zeros((padded - rows, width), arrays[0].dtype))
     return jnp.concatenate(parts)
@@ -1409,13 +1410,12 @@ def _after_out(scale: jax.Array, out: jax.Array) -> jax.Array:
   holds the block.
   """
   first = out[..., :: _ceil_div(out.shape[-1], scale.shape[-1])]
-  zero = jnp.maximum(jax.lax.bitcast_convert_type(first, jnp.int32) >> 31, 0)
-  return _or_bits(scale, zero)
+  return _or_bits(scale, _sign_zero(first))
 
 
 def _or_bits(x: jax.Array, zero: jax.Array) -> jax.Array:
   """``x`` with the int32 ``zero``'s bits OR-ed into its own: ``x`` to the bit, after ``zero``."""
-  int_type = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
+  int_type = {1: jnp.int8, 2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[x.dtype.itemsize]
   x_bits = jax.lax.bitcast_convert_type(x, int_type)
   return jax.lax.bitcast_convert_type(x_bits | zero.astype(int_type), x.dtype)
 
@@ -1450,17 +1450,9 @@ def _after(x: jax.Array, codes_and_scales: list[jax.Array]) -> jax.Array:
   return _or_bits(x, zero)
 
 
-def _zero_after(y: jax.Array) -> jax.Array:
-  """An int32 0 that XLA cannot fold, computed from ``y``'s first element (its sign bit, clamped)."""
-  first = y.reshape(-1)[0].astype(jnp.float32)
-  return jnp.maximum(jax.lax.bitcast_convert_type(first, jnp.int32) >> 31, 0)
-
-
-def _or_zero(x: jax.Array, zero: jax.Array) -> jax.Array:
-  """``x`` to the bit, with ``zero`` OR-ed in (uint8 codes or floats)."""
-  if x.dtype == jnp.uint8:
-    return x | zero.astype(jnp.uint8)
-  return _or_bits(x, zero)
+def _sign_zero(x: jax.Array) -> jax.Array:
+  """int32 zeros that XLA cannot fold: the float32 ``x``'s sign bits, clamped at 0."""
+  return jnp.maximum(jax.lax.bitcast_convert_type(x, jnp.int32) >> 31, 0)
 
 
 def _dequantize_all(moments: list[QuantizedArray], tables: list[Tables]) -> list[jax.Array]:
