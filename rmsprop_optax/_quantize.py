@@ -112,11 +112,12 @@ per element that float32 state does not, and the dynamic map's lookups are
 gathers. In a training step that computes its gradient, params and state
 donated (``python -m rmsprop_optax bench``, its training-step table: one
 4096 x 4096 leaf on 1 and 8 devices, and a tree of 101 leaves of a small
-transformer), two runs on a 2-core x86 CPU took 2.0-2.4x the
-float32-state step's time plain and 2.7-3.7x centered with momentum, and
-with ``map='float'`` 1.6-1.9x and 2.0-2.5x. With the gradient an argument
-of the jitted step instead (bench's main table), 6.8-8.6x (``map='float'``:
-4.8-6.0x), plain or centered with momentum alike: the loop writes the
+transformer), three runs on a 2-core x86 CPU took 2.0-2.4x the
+float32-state step's time plain and 2.7-4.8x centered with momentum, and
+with ``map='float'`` 1.5-2.0x and 2.0-3.1x (the highest on the transformer
+tree, whose float32 step varied most between runs). With the gradient an
+argument of the jitted step instead (bench's main table), 6.8-9.3x
+(``map='float'``: 4.8-6.0x, but for one noisy row at 12.7x), plain or centered with momentum alike: the loop writes the
 update over the gradient, so XLA first copies a gradient that it does not
 own (donating it does not help: no output takes its buffer), and the
 float32-state step fuses the update into ``apply_updates``, which the loop
