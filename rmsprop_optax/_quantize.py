@@ -117,11 +117,12 @@ float32-state step's time plain and 2.7-4.8x centered with momentum, and
 with ``map='float'`` 1.5-2.0x and 2.0-3.1x (the highest on the transformer
 tree, whose float32 step varied most between runs). With the gradient an
 argument of the jitted step instead (bench's main table), 6.8-9.3x
-(``map='float'``: 4.8-6.0x, but for one noisy row at 12.7x), plain or centered with momentum alike: the loop writes the
-update over the gradient, so XLA first copies a gradient that it does not
-own (donating it does not help: no output takes its buffer), and the
-float32-state step fuses the update into ``apply_updates``, which the loop
-cannot. Compute the gradient in the jitted step that applies it.
+(``map='float'``: 4.8-6.0x, but for one noisy row at 12.7x), plain or
+centered with momentum alike: the loop writes the update over the
+gradient, so XLA first copies a gradient that it does not own (donating it
+does not help: no output takes its buffer), and the float32-state step
+fuses the update into ``apply_updates``, which the loop cannot. Compute the
+gradient in the jitted step that applies it.
 
 Rounding is to the nearest code; stochastic rounding is not offered. It would
 need a PRNG key in the state (split every step, checkpointed and sharded with
